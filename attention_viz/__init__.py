@@ -1,0 +1,16 @@
+"""attention-viz: see what attention does, and what its masks change.
+
+The core library. It never imports Streamlit: it takes and returns tensors, dataclasses,
+DataFrames and plotly figures. The small public API:
+
+* :mod:`attention_viz.masks`: mask builders (True = may attend, axes (batch, head, query, key)).
+* :func:`attention_viz.attention.scaled_dot_product_attention`: the reference implementation
+  that returns every stage.
+* :class:`attention_viz.policy.MaskPolicy`: the toggles, as one object.
+"""
+
+from attention_viz.attention import AttentionTrace, scaled_dot_product_attention
+from attention_viz.policy import MaskPolicy
+
+__all__ = ["AttentionTrace", "MaskPolicy", "scaled_dot_product_attention"]
+__version__ = "0.1.0"

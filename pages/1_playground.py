@@ -1,0 +1,123 @@
+"""Playground: masked self-attention from scratch, on toy embeddings, every stage visible."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from attention_viz.attention import STAGES
+from attention_viz.figures import head_grid, mask_figure, stage_range
+from attention_viz.policy import MaskPolicy
+from attention_viz.toy import tokenize
+from ui import cache
+from ui.chrome import display_settings
+
+DEFAULT_TEXT = "the cat sat on the mat\nthe dog barked"
+MAX_SEQUENCE_LENGTH = 64
+STAGE_LABELS = {
+    "weights": "weights (after softmax)",
+    "scores": "scores (QKᵀ/√d)",
+    "masked_scores": "masked scores (+M)",
+    "output": "output (weights·V)",
+}
+
+st.session_state.setdefault("pg_text", DEFAULT_TEXT)
+st.session_state.setdefault("pg_causal", True)
+st.session_state.setdefault("pg_padding", True)
+st.session_state.setdefault("pg_heads", 4)
+st.session_state.setdefault("pg_width", 32)
+st.session_state.setdefault("pg_seed", 0)
+st.session_state.setdefault("pg_stage", "weights")
+
+style, presentation = display_settings()
+
+st.title("Playground: masked self-attention")
+st.latex(r"\mathrm{Attention}(Q,K,V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right)V")
+st.caption(
+    "M is 0 where a query may attend to a key and −∞ where it may not. The embeddings are a toy: "
+    "one fixed random vector per word plus sinusoidal positions, and random projections whose "
+    "queries match their own keys, so repeated words attend to each other. Nothing here is trained."
+)
+
+st.text_area(
+    "Sentences (one per line; two of different lengths show padding)",
+    key="pg_text",
+    height=90 if not presentation else 70,
+)
+sentences = tuple(line.strip() for line in st.session_state["pg_text"].splitlines() if line.strip())
+if not sentences:
+    st.warning("Type at least one sentence to see its attention.")
+    st.stop()
+longest = max(len(tokenize(sentence)) for sentence in sentences)
+if longest == 0:
+    st.warning("The sentences have no words. Type a few words.")
+    st.stop()
+
+controls = st.columns([1, 1, 2])
+controls[0].toggle("Causal mask", key="pg_causal", help="Each token sees only itself and earlier tokens.")
+controls[1].toggle("Padding mask", key="pg_padding", help="No token may attend to a [PAD] token.")
+length_default = min(longest, MAX_SEQUENCE_LENGTH)
+st.session_state.setdefault("pg_length", length_default)
+controls[2].slider(
+    "Sequence length",
+    min_value=1,
+    max_value=MAX_SEQUENCE_LENGTH,
+    key="pg_length",
+    help="Every sentence is cut or padded with [PAD] to this many tokens.",
+)
+
+if not presentation:
+    with st.expander("More settings"):
+        more = st.columns(4)
+        more[0].selectbox("Heads", (1, 2, 4, 8), key="pg_heads")
+        more[1].selectbox("Model width", (16, 32, 64, 128), key="pg_width")
+        more[2].number_input("Random seed", min_value=0, max_value=10_000, step=1, key="pg_seed")
+        more[3].selectbox(
+            "Sentence shown",
+            range(len(sentences)),
+            format_func=lambda index: f"{index}: {sentences[index][:30]}",
+            key="pg_item",
+        )
+item = min(st.session_state.get("pg_item", 0), len(sentences) - 1)
+
+policy = MaskPolicy(
+    causal=st.session_state["pg_causal"],
+    padding_mask=st.session_state["pg_padding"],
+    max_length=st.session_state["pg_length"],
+)
+result = cache.playground(
+    sentences, policy, st.session_state["pg_heads"], st.session_state["pg_width"], st.session_state["pg_seed"]
+)
+
+stage = st.radio(
+    "Stage",
+    STAGES,
+    format_func=STAGE_LABELS.get,
+    horizontal=True,
+    key="pg_stage",
+)
+tokens = result.tokens[item]
+trace = result.attention.heads
+matrices = trace.stage(stage)[item]  # (H, T, T), or (H, T, d) for the output stage
+value_range = stage_range(stage, matrices, style.palette)
+is_output = stage == "output"
+columns = st.columns([3, 1]) if not presentation else st.columns([4, 1])
+with columns[0]:
+    st.subheader(f"{policy.describe()} · {STAGE_LABELS[stage]}")
+    figure = head_grid(
+        matrices,
+        tokens,
+        [str(feature) for feature in range(matrices.shape[-1])] if is_output else tokens,
+        value_range,
+        allowed=None if is_output else result.mask[item, 0],
+        columns=2 if matrices.shape[0] > 1 else 1,
+        style=style,
+        panel_px=420 if presentation else 340,
+    )
+    st.plotly_chart(figure, key="pg_heads_chart")
+with columns[1]:
+    st.subheader("Mask M")
+    st.plotly_chart(mask_figure(result.mask[item, 0], tokens, title="", style=style), key="pg_mask_chart")
+    st.caption("Dark: may attend (M = 0). Grey: masked (M = −∞, weight exactly 0).")
+
+if result.batch.truncated[item]:
+    st.info(f"{result.batch.truncated[item]} token(s) of this sentence were cut by the sequence length.")

@@ -1,0 +1,51 @@
+"""Helpers for Streamlit ``AppTest`` runs: read back the plotly figures a page drew."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import plotly.io
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_page(page: str, timeout: float = 60) -> AppTest:
+    """Run one page file alone, as Streamlit would, and fail on any exception."""
+    app = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=timeout)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def chart(app: AppTest, key_part: str):
+    """The one chart whose element id contains ``key_part`` (the ``key=`` given to st.plotly_chart)."""
+    matches = [
+        plotly.io.from_json(element.proto.spec, skip_invalid=True)
+        for element in app.get("plotly_chart")
+        if key_part in element.proto.id
+    ]
+    assert len(matches) == 1, f"expected one chart with key {key_part!r}, found {len(matches)}"
+    return matches[0]
+
+
+def decode_array(value) -> np.ndarray:
+    """Plotly serialises numpy arrays as typed arrays (base64 ``bdata``); turn them back into numpy."""
+    if isinstance(value, dict) and "bdata" in value:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = value.get("shape")
+        if shape:
+            array = array.reshape([int(n) for n in str(shape).split(",")])
+        return array.astype(float)
+    return np.asarray(value, dtype=float)
+
+
+def heatmap_values(figure) -> list[np.ndarray]:
+    """The value matrices (first trace of each panel: the true values, not the mask overlay)."""
+    return [decode_array(trace.z) for trace in figure.data if trace.type == "heatmap" and trace.name != "masked"]
+
+
+def axis_ticktext(figure, axis: str = "xaxis") -> list[str]:
+    return list(getattr(figure.layout, axis).ticktext)
