@@ -88,7 +88,13 @@ def scaled_dot_product_attention(
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
     if mask is None:
         mask = torch.ones((), dtype=torch.bool, device=q.device)
-    mask = mask.bool().expand_as(scores)  # (B, H, Tq, Tk)
+    try:
+        mask = mask.bool().expand_as(scores)  # (B, H, Tq, Tk)
+    except RuntimeError as error:
+        raise ValueError(
+            f"The mask of shape {tuple(mask.shape)} does not broadcast to (batch, heads, queries, keys) = "
+            f"{tuple(scores.shape)}."
+        ) from error
     masked_scores = scores + to_additive(mask, scores.dtype)  # -inf where masked
 
     empty_rows = ~mask.any(dim=-1)  # (B, H, Tq)

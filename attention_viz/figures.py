@@ -292,7 +292,9 @@ def heatmap(
     """
     row_labels, col_labels = token_labels(query_tokens), token_labels(key_tokens)
     figure = go.Figure(
-        _panel_traces(matrix, allowed, row_labels, col_labels, value_range, style.show_colorbar, row_name, col_name)
+        _panel_traces(
+            matrix, allowed, row_labels, col_labels, value_range, style.show_colorbar, row_name, col_name
+        )
     )
     _style_axes(figure, query_tokens, key_tokens, row_labels, col_labels, True, _is_image(matrix))
     side = min(900, max(360, style.cell_px * len(query_tokens) + 140))

@@ -43,6 +43,7 @@ def full_mask(length: int, device: torch.device | str | None = None) -> torch.Te
 
     Shape: returns ``(1, 1, T, T)``.
     """
+    _positions(length, device)  # validates the length
     return torch.ones(1, 1, length, length, dtype=torch.bool, device=device)
 
 
@@ -202,6 +203,8 @@ def render_mask(mask: torch.Tensor) -> str:
 
     Shape: ``mask`` is ``(T, T)``, or any shape whose leading axes are all 1.
     """
+    if mask.numel() != mask.shape[-2] * mask.shape[-1]:
+        raise ValueError(f"render_mask draws one (T, T) mask; pick one item first, got {tuple(mask.shape)}.")
     square = mask.reshape(mask.shape[-2], mask.shape[-1])
     width = len(str(square.shape[0] - 1))
     rows = []

@@ -21,8 +21,8 @@ class MaskPolicy:
 
     Attributes:
         causal: forbid attending to later tokens.
-        padding_mask: forbid attending to padding tokens (False simulates a forgotten
-            ``attention_mask``).
+        padding_mask: forbid attending to padding tokens, and leave the padding tokens' own
+            query rows empty (False simulates a forgotten ``attention_mask``).
         window: if set, only keys within this many positions (causal: before; otherwise: on
             either side) are visible.
         padding_side: where padding goes when texts of different lengths are batched.
@@ -57,10 +57,16 @@ class MaskPolicy:
         """
         batch, length = attention_mask.shape
         device = attention_mask.device
+        padding = None
+        if self.padding_mask:
+            keys = masks.padding_mask(attention_mask)  # (B, 1, 1, T): nobody attends to a pad
+            # A pad's own query row means nothing, so it attends to nothing: an empty row, which
+            # the reference zeroes. Real rows are unaffected (they never read a pad's output).
+            padding = keys & keys.transpose(-1, -2)  # (B, 1, T, T)
         combined = masks.combine(
             masks.full_mask(length, device),
             masks.causal_mask(length, device) if self.causal else None,
-            masks.padding_mask(attention_mask) if self.padding_mask else None,
+            padding,
             masks.sliding_window_mask(length, self.window, self.causal, device) if self.window else None,
         )
         return combined.expand(batch, 1, length, length)  # (B, 1, T, T)

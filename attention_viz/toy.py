@@ -89,6 +89,8 @@ def toy_batch(
 
     Shape: ``embeddings`` is ``(B, T, D)``, ``attention_mask`` is ``(B, T)``.
     """
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
     if width % 2:
         raise ValueError(f"The model width must be even for sinusoidal positions, got {width}.")
     words = [tokenize(sentence) for sentence in sentences]

@@ -44,7 +44,9 @@ def decode_array(value) -> np.ndarray:
 
 def heatmap_values(figure) -> list[np.ndarray]:
     """The value matrices (first trace of each panel: the true values, not the mask overlay)."""
-    return [decode_array(trace.z) for trace in figure.data if trace.type == "heatmap" and trace.name != "masked"]
+    return [
+        decode_array(trace.z) for trace in figure.data if trace.type == "heatmap" and trace.name != "masked"
+    ]
 
 
 def axis_ticktext(figure, axis: str = "xaxis") -> list[str]:

@@ -47,7 +47,9 @@ def test_padding_mask_zeroes_pad_key_columns(app):
     assert pad_columns, tokens
 
     app.toggle(key="pg_padding").set_value(False).run()
-    assert any(panel[:, pad_columns].sum() > 0 for panel in weights_shown(app)), "pads get weight without the mask"
+    assert any(panel[:, pad_columns].sum() > 0 for panel in weights_shown(app)), (
+        "pads get weight without the mask"
+    )
 
     app.toggle(key="pg_padding").set_value(True).run()
     for panel in weights_shown(app):

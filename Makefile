@@ -1,0 +1,43 @@
+# attention-viz developer commands. Every target installs what it needs first,
+# so on a fresh clone `make app` and `make test` are all there is to know.
+
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+PORT    ?= 8501
+ADDRESS ?= localhost
+
+# Models come from installed packages: never wait on a model hub that cannot be reached.
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup setup-dev app test lint bench clean distclean
+
+help: ## Show this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: ## Create .venv and install the runtime and model packages
+	@bash scripts/setup.sh
+
+setup-dev: ## setup, plus test tools and chromium for the browser tests
+	@bash scripts/setup.sh --dev
+
+app: setup ## Run the app at http://localhost:8501 (change with PORT=... ADDRESS=...)
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS)
+
+test: setup-dev ## Lint, then run the whole test suite (browser tests included)
+	$(VENV)/bin/ruff check .
+	$(PYTHON) -m pytest
+
+lint: setup-dev ## Run ruff only
+	$(VENV)/bin/ruff check .
+
+bench: setup ## Run the benchmarks (writes to benchmarks/out/)
+	$(PYTHON) benchmarks/run_all.py
+
+clean: ## Remove caches and test/benchmark outputs (keeps .venv and .cache/)
+	rm -rf .pytest_cache .ruff_cache .hypothesis tests/e2e/artifacts benchmarks/out
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean ## clean, and also remove .venv and the model cache in .cache/
+	rm -rf $(VENV) .cache

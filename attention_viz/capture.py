@@ -1,0 +1,243 @@
+"""Capture: run a real model once under a mask policy and keep the true attention of chosen layers.
+
+The policy's mask is built with :mod:`attention_viz.masks` and handed to the model as a 4-D
+boolean mask, which transformers passes unchanged to *every* layer: turning off the causal mask
+of a decoder really lets every layer see the future, and downstream layers feel it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from attention_viz.effect import OutputEffect, measure_effect
+from attention_viz.errors import UserFacingError
+from attention_viz.hooks import LayerRecord, recording
+from attention_viz.loading import LoadedModel
+from attention_viz.policy import MaskPolicy
+from attention_viz.tokens import display_tokens
+
+__all__ = ["Capture", "LayerCapture", "capture", "default_policy", "encode"]
+
+
+@dataclass(frozen=True)
+class LayerCapture:
+    """One layer's attention, with KV heads expanded to query heads.
+
+    Attributes:
+        scores: ``(B, H, T, T)`` Q Kᵀ · scale.
+        masked_scores: ``(B, H, T, T)`` scores with ``-inf`` where masked.
+        weights: ``(B, H, T, T)`` the softmax: what the model really used.
+        query: ``(B, H, T, d)`` queries after RoPE. key: ``(B, H, T, d)`` keys, expanded.
+        kv_head: ``(H,)`` which KV head each query head reads (grouped-query attention).
+        empty_rows: ``(B, H, T)`` query rows with every key masked (exactly zero in weights).
+        scale: the scale the model applied to Q Kᵀ.
+    """
+
+    scores: torch.Tensor
+    masked_scores: torch.Tensor
+    weights: torch.Tensor
+    query: torch.Tensor
+    key: torch.Tensor
+    kv_head: torch.Tensor
+    empty_rows: torch.Tensor
+    scale: float
+
+    @classmethod
+    def from_record(cls, record: LayerRecord) -> LayerCapture:
+        trace = record.trace
+        return cls(
+            scores=trace.scores,
+            masked_scores=trace.masked_scores,
+            weights=trace.weights,
+            query=record.query,
+            key=record.key,
+            kv_head=record.kv_head,
+            empty_rows=trace.empty_rows,
+            scale=record.scale,
+        )
+
+    def stage(self, name: str) -> torch.Tensor:
+        """``scores``, ``masked_scores`` or ``weights``. Shape: ``(B, H, T, T)``."""
+        if name not in ("scores", "masked_scores", "weights"):
+            raise ValueError(f"Unknown stage {name!r}; choose scores, masked_scores or weights.")
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One real-model run under a mask policy.
+
+    Attributes:
+        model_name: the model's name (``smollm2``, ``minilm``, ...).
+        decoder: True for a causal language model.
+        texts: the input texts.
+        tokens: per item, ``T`` display tokens (``[PAD]`` at padding positions).
+        input_ids: ``(B, T)``. attention_mask: ``(B, T)`` 1 = real token, 0 = padding.
+        position_ids: ``(B, T)`` the positions the model was given.
+        mask: ``(B, 1, T, T)`` the boolean mask every layer really applied (True = may attend).
+        policy: the mask policy.
+        layers: captured layers by zero-based index.
+        truncated: per text, how many tokens were cut off.
+        effect: what the policy changed in the output, compared with the model's default.
+    """
+
+    model_name: str
+    decoder: bool
+    texts: tuple[str, ...]
+    tokens: list[list[str]]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    mask: torch.Tensor
+    policy: MaskPolicy
+    layers: dict[int, LayerCapture]
+    truncated: list[int]
+    effect: OutputEffect | None = field(default=None)
+
+    @property
+    def pad_rows(self) -> torch.Tensor:
+        """``(B, T)`` True at padding positions."""
+        return self.attention_mask == 0
+
+    def layer(self, index: int) -> LayerCapture:
+        if index not in self.layers:
+            captured = ", ".join(map(str, sorted(self.layers))) or "none"
+            raise UserFacingError(f"Layer {index} was not captured (captured: {captured}).")
+        return self.layers[index]
+
+
+def default_policy(model: LoadedModel, policy: MaskPolicy | None = None) -> MaskPolicy:
+    """The model's own masks (causal for a decoder, none for an encoder, padding on, no window),
+    keeping the batching choices (padding side, length) of ``policy``."""
+    base = policy or MaskPolicy()
+    return base.with_changes(causal=model.decoder, padding_mask=True, window=None)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    truncated: list[int]
+
+
+def encode(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> Encoded:
+    """Tokenise, truncate to the model's limit or ``policy.max_length``, and pad to one length."""
+    if not texts or any(not text.strip() for text in texts):
+        raise UserFacingError("The text is empty. Type a sentence or two.")
+    limit = model.max_positions
+    if policy.max_length is not None and policy.max_length > limit:
+        raise UserFacingError(
+            f"Sequence length {policy.max_length} is too long: {model.name} takes at most {limit}."
+        )
+    length = policy.max_length or limit
+    tokenizer = model.tokenizer
+    full_lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
+    encoded = tokenizer(
+        list(texts),
+        padding="max_length" if policy.max_length else "longest",
+        truncation=True,
+        max_length=length,
+        padding_side=policy.padding_side,
+        return_tensors="pt",
+    )
+    return Encoded(
+        input_ids=encoded["input_ids"],
+        attention_mask=encoded["attention_mask"],
+        truncated=[max(0, full - length) for full in full_lengths],
+    )
+
+
+def position_ids_for(attention_mask: torch.Tensor, policy: MaskPolicy) -> torch.Tensor:
+    """Positions as a correct pipeline gives them, or as a forgotten ``attention_mask`` does.
+
+    With the padding mask on, positions count real tokens only (what ``generate`` does), so left
+    padding does not shift them. With it off the model sees ``0..T-1``, as ``model(input_ids)``
+    without an ``attention_mask`` would.
+
+    Shape: ``attention_mask`` is ``(B, T)``; returns ``(B, T)``.
+    """
+    if policy.padding_mask:
+        return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    return torch.arange(attention_mask.shape[1]).expand_as(attention_mask)
+
+
+def run_forward(
+    model: LoadedModel, encoded: Encoded, policy: MaskPolicy, layers: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, dict[int, LayerRecord], torch.Tensor]:
+    """One forward pass under ``policy``, recording ``layers``.
+
+    Returns ``(mask (B,1,T,T), position_ids (B,T), records, output)`` where output is the logits
+    ``(B, T, V)`` of a decoder or the last hidden state ``(B, T, D)`` of an encoder.
+    """
+    mask = policy.build(encoded.attention_mask)  # (B, 1, T, T)
+    position_ids = position_ids_for(encoded.attention_mask, policy)
+    with model.lock, torch.inference_mode(), recording(layers) as recorder:
+        outputs = model.model(
+            input_ids=encoded.input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False
+        )
+    output = outputs.logits if model.decoder else outputs.last_hidden_state
+    return mask, position_ids, recorder.records, output
+
+
+def capture(
+    model: LoadedModel,
+    texts: list[str] | str,
+    layers: list[int] | None = None,
+    causal: bool | None = None,
+    padding_mask: bool = True,
+    padding_side: str = "right",
+    window: int | None = None,
+    max_length: int | None = None,
+    effect: bool = True,
+) -> Capture:
+    """Run ``model`` once on ``texts`` under the given masks and capture the requested layers.
+
+    Args:
+        model: from :func:`attention_viz.load_model`.
+        texts: one text or several (batched, padded to one length).
+        layers: zero-based layers to capture; None = all.
+        causal: None = the model's own choice (decoder: on, encoder: off).
+        padding_mask: mask padding keys (off simulates a forgotten ``attention_mask``).
+        padding_side: ``"left"`` or ``"right"``.
+        window: sliding-window width, or None.
+        max_length: truncate or pad every text to this many tokens; None = the longest text.
+        effect: also measure the output change against the model's default policy.
+
+    Shape: each captured layer's ``weights`` is ``(B, H, T, T)``.
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    layers = model.check_layers(list(range(model.num_layers)) if layers is None else list(layers))
+    try:
+        policy = MaskPolicy(
+            causal=model.decoder if causal is None else causal,
+            padding_mask=padding_mask,
+            window=window,
+            padding_side=padding_side,
+            max_length=max_length,
+        )
+    except ValueError as error:
+        raise UserFacingError(str(error)) from error
+    encoded = encode(model, texts, policy)
+    mask, position_ids, records, output = run_forward(model, encoded, policy, layers)
+
+    measured = None
+    if effect:
+        reference = default_policy(model, policy)
+        reference_output = output if reference == policy else run_forward(model, encoded, reference, [])[3]
+        measured = measure_effect(model, encoded.attention_mask, output, reference_output, reference)
+    return Capture(
+        model_name=model.name,
+        decoder=model.decoder,
+        texts=tuple(texts),
+        tokens=display_tokens(model.tokenizer, encoded.input_ids, encoded.attention_mask),
+        input_ids=encoded.input_ids,
+        attention_mask=encoded.attention_mask,
+        position_ids=position_ids,
+        mask=mask,
+        policy=policy,
+        layers={index: LayerCapture.from_record(records[index]) for index in layers},
+        truncated=encoded.truncated,
+        effect=measured,
+    )

@@ -1,0 +1,142 @@
+"""Command line: ``python -m attention_viz capture|heads|render ...``.
+
+Every failure the user can fix prints one line on stderr and exits with status 2; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from attention_viz.errors import UserFacingError
+
+EXIT_USAGE = 2
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"layers must be comma-separated whole numbers, got {text!r}"
+        ) from error
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _add_capture_options(parser: argparse.ArgumentParser, layers_required: bool) -> None:
+    parser.add_argument(
+        "--model", default="smollm2", help="smollm2 (default), minilm, or an allowlisted model"
+    )
+    parser.add_argument("--text", action="append", required=True, help="input text; repeat for a batch")
+    parser.add_argument("--layers", type=_layers, required=layers_required, help="zero-based, e.g. 0,5")
+    parser.add_argument(
+        "--no-causal", dest="causal", action="store_false", default=None, help="turn the causal mask off"
+    )
+    parser.add_argument(
+        "--causal", dest="causal", action="store_true", help="impose a causal mask (encoders)"
+    )
+    parser.add_argument("--no-padding-mask", dest="padding_mask", action="store_false", default=True)
+    parser.add_argument("--padding-side", choices=("left", "right"), default="right")
+    parser.add_argument("--window", type=_positive, default=None, help="sliding-window width")
+    parser.add_argument("--max-length", type=_positive, default=None, help="truncate or pad to N tokens")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m attention_viz", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    capture_parser = commands.add_parser("capture", help="capture attention and write .json, .npz or .csv")
+    _add_capture_options(capture_parser, layers_required=True)
+    capture_parser.add_argument("--out", required=True, help="output file: .json, .npz or .csv")
+    heads_parser = commands.add_parser("heads", help="print per-head statistics as CSV")
+    _add_capture_options(heads_parser, layers_required=False)
+    render_parser = commands.add_parser("render", help="draw all heads of one layer to .html or .png")
+    _add_capture_options(render_parser, layers_required=False)
+    render_parser.add_argument("--layer", type=int, required=True, help="zero-based layer")
+    render_parser.add_argument("--item", type=int, default=0, help="which text of the batch to draw")
+    render_parser.add_argument("--out", required=True, help="fig.html (self-contained) or fig.png")
+    return parser
+
+
+def _capture(args: argparse.Namespace, layers: list[int] | None):
+    from attention_viz.capture import capture
+    from attention_viz.loading import load_model, needs_conversion
+
+    if not args.text or any(not text.strip() for text in args.text):
+        raise UserFacingError("The text is empty. Give --text a sentence or two.")
+    if needs_conversion(args.model):
+        print("Converting the bundled model (about 20 s, only the first time)…", file=sys.stderr)
+    model = load_model(args.model)
+    result = capture(
+        model,
+        args.text,
+        layers=layers,
+        causal=args.causal,
+        padding_mask=args.padding_mask,
+        padding_side=args.padding_side,
+        window=args.window,
+        max_length=args.max_length,
+        effect=False,
+    )
+    for text, cut in zip(result.texts, result.truncated, strict=True):
+        if cut:
+            print(
+                f"notice: {cut} tokens of {text[:30]!r}… were cut to fit {model.name}'s limit.",
+                file=sys.stderr,
+            )
+    return model, result
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command == "capture":
+        from attention_viz.export import FORMATS, write
+
+        if not args.out.lower().endswith(FORMATS):
+            raise UserFacingError(f"--out must end in {', '.join(FORMATS)}, got {args.out!r}.")
+        _, result = _capture(args, args.layers)
+        write(result, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    elif args.command == "heads":
+        from attention_viz.stats import head_statistics
+
+        _, result = _capture(args, args.layers)
+        sys.stdout.write(head_statistics(result).to_csv(index=False, float_format="%.6f"))
+    elif args.command == "render":
+        from attention_viz.render import render_layer
+
+        if not args.out.lower().endswith((".html", ".png")):
+            raise UserFacingError(f"--out must end in .html or .png, got {args.out!r}.")
+        model, result = _capture(args, [args.layer])
+        render_layer(result, args.layer, args.item, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    args = build_parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    try:
+        run(args)
+    except UserFacingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        print(
+            f"error: {error.strerror or error}: {getattr(error, 'filename', '') or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return 0

@@ -1,0 +1,140 @@
+"""The attention function we register with transformers, and how it records requested layers.
+
+We use transformers' public registries, never a copy of its modelling code:
+
+* ``AttentionInterface.register(ATTENTION_NAME, attention_forward)``: the model calls our
+  function in every layer. Layers that a capture asked for run the reference implementation
+  (:func:`attention_viz.attention.scaled_dot_product_attention`), which materialises every
+  stage; every other layer runs transformers' own SDPA, so a one-layer capture costs about one
+  plain forward.
+* ``AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)``: without a mask function
+  registered under the same name, transformers would pass *no mask* to a custom
+  implementation, silently ignoring padding. Captures pass a prepared 4-D boolean mask, which
+  transformers hands through unchanged; the registration protects plain ``model(...)`` calls.
+
+Which layers to record is held in a :class:`contextvars.ContextVar`, so concurrent captures in
+different threads never see each other's recorder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from attention_viz.attention import AttentionTrace, scaled_dot_product_attention
+
+__all__ = ["ATTENTION_NAME", "LayerRecord", "Recorder", "recording", "register"]
+
+ATTENTION_NAME = "attention_viz"
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """What one requested layer computed.
+
+    Attributes:
+        trace: every stage of the layer's attention, KV heads expanded to query heads.
+        query: ``(B, H, T, d)`` queries as the layer used them (after RoPE, if any).
+        key: ``(B, H, T, d)`` keys, expanded from the KV heads to one per query head.
+        kv_head: ``(H,)`` index of the KV head that each query head reads.
+        scale: the scale the model applied to Q Kᵀ.
+    """
+
+    trace: AttentionTrace
+    query: torch.Tensor
+    key: torch.Tensor
+    kv_head: torch.Tensor
+    scale: float
+
+
+@dataclass
+class Recorder:
+    """Collects :class:`LayerRecord` for the requested zero-based layer indices."""
+
+    layers: frozenset[int]
+    records: dict[int, LayerRecord] = field(default_factory=dict)
+
+
+_ACTIVE: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
+    "attention_viz_recorder", default=None
+)
+
+
+@contextlib.contextmanager
+def recording(layers: list[int]) -> Iterator[Recorder]:
+    """Record the given layers during the forward passes run inside this block."""
+    recorder = Recorder(layers=frozenset(layers))
+    token = _ACTIVE.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _ACTIVE.reset(token)
+
+
+def _as_boolean_mask(attention_mask: torch.Tensor | None, query: torch.Tensor) -> torch.Tensor | None:
+    """Our convention (True = may attend) from whatever transformers passed.
+
+    Shape: returns ``(B, 1, Tq, Tk)`` bool or None.
+    """
+    if attention_mask is None or attention_mask.dtype == torch.bool:
+        return attention_mask
+    # An additive float mask: 0 = attend, a very negative number (finfo.min or -inf) = masked.
+    return attention_mask > torch.finfo(attention_mask.dtype).min / 2
+
+
+def attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The function transformers calls in every attention layer.
+
+    Args:
+        query: ``(B, H, T, d)``. key, value: ``(B, H_kv, T, d)`` (grouped-query models share KV
+            heads). attention_mask: ``(B, 1, T, T)``, bool or additive.
+
+    Returns:
+        ``(output, weights)``: output ``(B, T, H, d)`` as transformers expects; weights
+        ``(B, H, T, T)`` for recorded layers, else None.
+    """
+    recorder = _ACTIVE.get()
+    layer = getattr(module, "layer_idx", None)
+    if recorder is None or layer not in recorder.layers:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+    heads, kv_heads = query.shape[1], key.shape[1]
+    assert heads % kv_heads == 0, f"{heads} query heads cannot share {kv_heads} KV heads evenly"
+    group = heads // kv_heads
+    kv_head = torch.arange(heads, device=query.device) // group  # (H,): query head h reads KV head h // group
+    key_expanded = key[:, kv_head]  # (B, H, T, d)
+    value_expanded = value[:, kv_head]  # (B, H, T, d)
+    mask = _as_boolean_mask(attention_mask, query)
+    if mask is None and getattr(module, "is_causal", False):
+        # transformers would let SDPA apply is_causal=True; make that explicit for the reference.
+        length = query.shape[2]
+        mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()[None, None]
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    trace = scaled_dot_product_attention(query, key_expanded, value_expanded, mask=mask, scale=scale)
+    recorder.records[layer] = LayerRecord(
+        trace=trace, query=query, key=key_expanded, kv_head=kv_head.cpu(), scale=float(scale)
+    )
+    return trace.output.transpose(1, 2).contiguous(), trace.weights  # (B, T, H, d)
+
+
+def register() -> None:
+    """Register our attention and mask functions with transformers (idempotent)."""
+    AttentionInterface.register(ATTENTION_NAME, attention_forward)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)

@@ -1,0 +1,61 @@
+"""Settings a host may change, read from environment variables prefixed ``ATTNVIZ_``.
+
+=============================  ==========================================================
+``ATTNVIZ_CACHE_DIR``          where converted model weights are kept
+                               (default ``$XDG_CACHE_HOME/attention-viz`` or
+                               ``~/.cache/attention-viz``)
+``ATTNVIZ_ALLOWED_MODELS``     extra models that may load, besides the bundled ones:
+                               local directories and hub ids, separated by commas
+``ATTNVIZ_MEMORY_BUDGET_MB``   largest capture (in MB of attention matrices) one request
+                               may allocate (default 2048)
+``ATTNVIZ_MAX_TOKENS``         longest sequence the app accepts (default 2048)
+=============================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "ATTNVIZ_"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "attention-viz"
+
+
+def _int_setting(name: str, default: int) -> int:
+    raw = os.environ.get(PREFIX + name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as error:
+        raise ValueError(f"{PREFIX}{name} must be a whole number, got {raw!r}.") from error
+    if value < 1:
+        raise ValueError(f"{PREFIX}{name} must be positive, got {value}.")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The host's settings; build with :func:`load_settings` to read the environment."""
+
+    cache_dir: Path = field(default_factory=_default_cache_dir)  # converted weights live here
+    allowed_models: tuple[str, ...] = ()  # local dirs / hub ids beyond the bundled models
+    memory_budget_mb: int = 2048  # per-capture cap on attention matrices
+    max_tokens: int = 2048  # longest sequence accepted
+
+
+def load_settings() -> Settings:
+    """Read ``ATTNVIZ_*`` environment variables; unset ones keep their defaults."""
+    raw_allowed = os.environ.get(PREFIX + "ALLOWED_MODELS", "")
+    cache_dir = os.environ.get(PREFIX + "CACHE_DIR", "").strip()
+    return Settings(
+        cache_dir=Path(cache_dir).expanduser() if cache_dir else _default_cache_dir(),
+        allowed_models=tuple(entry.strip() for entry in raw_allowed.split(",") if entry.strip()),
+        memory_budget_mb=_int_setting("MEMORY_BUDGET_MB", Settings.memory_budget_mb),
+        max_tokens=_int_setting("MAX_TOKENS", Settings.max_tokens),
+    )

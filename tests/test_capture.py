@@ -1,0 +1,165 @@
+"""Faithfulness of captures on both bundled models, against transformers' own eager attention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attention_viz.attention import scaled_dot_product_attention
+from attention_viz.capture import capture
+from attention_viz.errors import UserFacingError
+from attention_viz.loading import load_model
+
+TEXTS = ["The cat sat on the mat because it was tired.", "Hello there"]
+
+
+def eager_attentions(loaded, **inputs) -> tuple[torch.Tensor, ...]:
+    """Per-layer weights from transformers' own eager implementation with output_attentions."""
+    model = loaded.model
+    model.set_attn_implementation("eager")
+    try:
+        with torch.inference_mode():
+            return model(**inputs, output_attentions=True).attentions
+    finally:
+        model.set_attn_implementation("attention_viz")
+
+
+def real_rows(result, layer: int) -> torch.Tensor:
+    """(B, H, T) rows of real tokens that attend to something."""
+    return result.attention_mask.bool()[:, None, :] & ~result.layers[layer].empty_rows
+
+
+@pytest.mark.parametrize("model_name", ["smollm2", "minilm"])
+def test_default_policy_matches_transformers_eager_in_every_layer(model_name, request):
+    loaded = request.getfixturevalue(model_name)
+    result = capture(loaded, TEXTS, effect=False)
+    assert sorted(result.layers) == list(range(loaded.num_layers))
+    # transformers builds its own mask from the 2-D attention_mask here: nothing of ours.
+    eager = eager_attentions(loaded, input_ids=result.input_ids, attention_mask=result.attention_mask)
+    for layer, expected in enumerate(eager):
+        rows = real_rows(result, layer)
+        difference = (result.layers[layer].weights - expected).abs()[rows]
+        assert difference.max() <= 1e-5, f"layer {layer}: max |Δ| = {difference.max():.2e}"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"causal": False},
+        {"padding_mask": False},
+        {"padding_side": "left"},
+        {"window": 3},
+        {"max_length": 6},
+        {"max_length": 16, "padding_side": "left", "window": 2},
+    ],
+)
+@pytest.mark.parametrize("model_name", ["smollm2", "minilm"])
+def test_every_policy_matches_eager_under_the_same_mask(model_name, options, request):
+    loaded = request.getfixturevalue(model_name)
+    result = capture(loaded, TEXTS, effect=False, **options)
+    additive = torch.where(result.mask, 0.0, torch.finfo(torch.float32).min)  # eager's convention
+    eager = eager_attentions(
+        loaded, input_ids=result.input_ids, attention_mask=additive, position_ids=result.position_ids
+    )
+    for layer, expected in enumerate(eager):
+        rows = real_rows(result, layer)
+        difference = (result.layers[layer].weights - expected).abs()[rows]
+        assert difference.max() <= 1e-5, f"layer {layer}: max |Δ| = {difference.max():.2e}"
+
+
+@pytest.mark.parametrize("model_name", ["smollm2", "minilm"])
+def test_reference_on_captured_queries_and_keys_reproduces_weights(model_name, request):
+    loaded = request.getfixturevalue(model_name)
+    result = capture(loaded, TEXTS, layers=[0, loaded.num_layers - 1], padding_side="left", effect=False)
+    for captured in result.layers.values():
+        trace = scaled_dot_product_attention(
+            captured.query, captured.key, captured.key, mask=result.mask, scale=captured.scale
+        )
+        torch.testing.assert_close(trace.weights, captured.weights, atol=1e-6, rtol=0)
+        torch.testing.assert_close(trace.scores, captured.scores, atol=1e-5, rtol=1e-5)
+
+
+def test_grouped_query_heads_record_their_kv_head(smollm2):
+    result = capture(smollm2, TEXTS[0], layers=[3], effect=False)
+    captured = result.layers[3]
+    assert captured.weights.shape[1] == 9
+    assert captured.kv_head.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    # Query heads sharing a KV head see identical keys.
+    torch.testing.assert_close(captured.key[:, 0], captured.key[:, 2])
+    assert not torch.equal(captured.key[:, 0], captured.key[:, 3])
+
+
+@pytest.mark.parametrize("model_name", ["smollm2", "minilm"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padding_mask_gives_pad_keys_exactly_zero_and_flags_pad_rows(model_name, side, request):
+    loaded = request.getfixturevalue(model_name)
+    masked = capture(loaded, TEXTS, padding_side=side, effect=False)
+    pads = masked.pad_rows  # (B, T)
+    assert pads.any()
+    for captured in masked.layers.values():
+        assert torch.all(
+            captured.weights.transpose(-1, -2)[pads[:, None].expand(-1, captured.weights.shape[1], -1)] == 0
+        )
+        # Padded query rows are empty by rule: zero and flagged, never uniform.
+        pad_rows = pads[:, None, :].expand_as(captured.empty_rows)
+        assert torch.all(captured.empty_rows[pad_rows])
+        assert torch.all(captured.weights[pad_rows] == 0)
+
+    unmasked = capture(loaded, TEXTS, padding_side=side, padding_mask=False, effect=False)
+    mass = sum(
+        float(c.weights[..., :, :][pads[:, None, None, :].expand_as(c.weights)].sum())
+        for c in unmasked.layers.values()
+    )
+    assert mass > 0, "without the padding mask, pad keys get weight"
+
+
+def test_causal_off_lets_a_decoder_see_the_future_in_every_layer(smollm2):
+    result = capture(smollm2, TEXTS[0], causal=False)
+    for captured in result.layers.values():
+        upper = torch.triu(captured.weights[0], diagonal=1)
+        assert upper.sum() > 0
+    assert result.effect.flips[0] > 0, "seeing the future changes next-token predictions"
+    assert result.effect.kl[0].max() > 0
+
+
+def test_causal_on_imposes_a_mask_an_encoder_never_had(minilm):
+    result = capture(minilm, TEXTS[0], causal=True)
+    for captured in result.layers.values():
+        assert torch.all(torch.triu(captured.weights[0], diagonal=1) == 0)
+    assert result.effect.cosine[0] < 0.999
+
+
+def test_default_policy_has_no_effect(smollm2, minilm):
+    decoder = capture(smollm2, TEXTS)
+    assert decoder.effect.flips.tolist() == [0, 0] and float(decoder.effect.kl.max()) == 0.0
+    assert len(decoder.effect.top_tokens[0][0]) == 5
+    encoder = capture(minilm, TEXTS)
+    torch.testing.assert_close(encoder.effect.cosine, torch.ones(2))
+
+
+def test_display_tokens_are_clean(smollm2, minilm):
+    assert capture(smollm2, "The cat sat", effect=False).tokens[0] == ["The", "cat", "sat"]
+    assert capture(minilm, "The cat sat", effect=False).tokens[0] == ["[CLS]", "the", "cat", "sat", "[SEP]"]
+
+
+def test_max_length_truncates_and_pads(smollm2):
+    result = capture(smollm2, TEXTS, max_length=4, layers=[0], effect=False)
+    assert result.input_ids.shape == (2, 4)
+    assert result.truncated[0] > 0
+    long = capture(smollm2, TEXTS, max_length=20, layers=[0], effect=False)
+    assert long.tokens[1][-1] == "[PAD]" and long.layers[0].weights.shape[-1] == 20
+
+
+def test_errors_say_what_to_do(smollm2):
+    with pytest.raises(UserFacingError, match="layers 0–29"):
+        capture(smollm2, "hi", layers=[30])
+    with pytest.raises(UserFacingError, match="empty"):
+        capture(smollm2, "   ")
+    with pytest.raises(UserFacingError, match="window"):
+        capture(smollm2, "hi", window=0)
+
+
+def test_models_outside_the_allowlist_are_refused():
+    for name in ("../../etc", "/etc", "someone/some-model", "nope"):
+        with pytest.raises(UserFacingError, match="allowlist"):
+            load_model(name)
