@@ -1,11 +1,18 @@
 """attention-viz: the entry point. Routes the pages in ``pages/``; each page does its own layout."""
 
+import os
+
 import streamlit as st
 
-st.set_page_config(page_title="attention-viz", page_icon="🔍", layout="wide")
+# The models ship inside installed packages: never reach for a model hub at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+st.set_page_config(page_title="attention-viz", page_icon=":material/grid_on:", layout="wide")
 
 PAGES = [
-    st.Page("pages/1_playground.py", title="Playground", icon="🧪", default=True),
+    st.Page("pages/1_playground.py", title="Playground", icon=":material/science:", default=True),
+    st.Page("pages/2_model_explorer.py", title="Model explorer", icon=":material/biotech:"),
 ]
 
 st.navigation(PAGES).run()

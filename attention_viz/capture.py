@@ -16,9 +16,14 @@ from attention_viz.errors import UserFacingError
 from attention_viz.hooks import LayerRecord, recording
 from attention_viz.loading import LoadedModel
 from attention_viz.policy import MaskPolicy
+from attention_viz.settings import load_settings
 from attention_viz.tokens import display_tokens
 
-__all__ = ["Capture", "LayerCapture", "capture", "default_policy", "encode"]
+__all__ = ["Capture", "LayerCapture", "capture", "default_policy", "encode", "estimate_bytes", "parity_delta"]
+
+# A captured layer keeps three (B, H, T, T) float32 matrices: scores, masked_scores, weights.
+STAGES_KEPT = 3
+BYTES_PER_VALUE = 4
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,41 @@ def position_ids_for(attention_mask: torch.Tensor, policy: MaskPolicy) -> torch.
     return torch.arange(attention_mask.shape[1]).expand_as(attention_mask)
 
 
+def estimate_bytes(layers: int, heads: int, length: int, batch: int) -> int:
+    """Memory a capture keeps: layers × heads × T² × batch × 3 stages × 4 bytes."""
+    return layers * heads * length * length * batch * STAGES_KEPT * BYTES_PER_VALUE
+
+
+def check_budget(model: LoadedModel, layers: int, length: int, batch: int) -> None:
+    """Refuse a capture bigger than the host's memory budget, saying what would fit."""
+    budget_mb = load_settings().memory_budget_mb
+    needed_mb = estimate_bytes(layers, model.num_heads, length, batch) / 2**20
+    if needed_mb <= budget_mb:
+        return
+    per_layer_mb = estimate_bytes(1, model.num_heads, length, batch) / 2**20
+    fitting_layers = int(budget_mb // per_layer_mb)
+    advice = (
+        f"capture at most {fitting_layers} layer(s) at this length, or use a shorter sequence"
+        if fitting_layers
+        else "use a shorter sequence or fewer texts"
+    )
+    raise UserFacingError(
+        f"This capture needs about {needed_mb:,.0f} MB of attention matrices ({layers} layers × "
+        f"{model.num_heads} heads × {length}² tokens × {batch} texts), over this server's budget of "
+        f"{budget_mb:,} MB (ATTNVIZ_MEMORY_BUDGET_MB): {advice}."
+    )
+
+
+def parity_delta(result: Capture, layer: int) -> float:
+    """Max |Δ| between the captured weights and the reference implementation run on the
+    captured queries and keys with the captured mask: the parity check the app reports."""
+    from attention_viz.attention import scaled_dot_product_attention
+
+    captured = result.layer(layer)
+    trace = scaled_dot_product_attention(captured.query, captured.key, captured.key, result.mask, captured.scale)
+    return float((trace.weights - captured.weights).abs().max())
+
+
 def run_forward(
     model: LoadedModel, encoded: Encoded, policy: MaskPolicy, layers: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor, dict[int, LayerRecord], torch.Tensor]:
@@ -220,6 +260,7 @@ def capture(
     except ValueError as error:
         raise UserFacingError(str(error)) from error
     encoded = encode(model, texts, policy)
+    check_budget(model, len(layers), encoded.input_ids.shape[1], len(texts))
     mask, position_ids, records, output = run_forward(model, encoded, policy, layers)
 
     measured = None

@@ -234,7 +234,6 @@ def head_grid(
         vertical_spacing=min(0.12, 0.3 / rows),
     )
     row_labels, col_labels = token_labels(query_tokens), token_labels(key_tokens)
-    show_ticks = len(query_tokens) <= 16 or heads == 1
     for head in range(heads):
         head_allowed = None
         if allowed is not None:
@@ -243,7 +242,15 @@ def head_grid(
             matrices[head], head_allowed, row_labels, col_labels, value_range, show_scale=head == 0
         ):
             figure.add_trace(trace, row=head // columns + 1, col=head % columns + 1)
+    # Token labels only where they fit: rows on the first column, keys on the bottom row.
+    show_ticks = len(query_tokens) <= 24
     _style_axes(figure, query_tokens, key_tokens, row_labels, col_labels, show_ticks, _is_image(matrices))
+    for head in range(heads):
+        row, col = head // columns + 1, head % columns + 1
+        if col > 1:
+            figure.update_yaxes(showticklabels=False, row=row, col=col)
+        if head + columns < heads:
+            figure.update_xaxes(showticklabels=False, row=row, col=col)
     figure.update_layout(
         height=max(320, rows * panel_px + 60),
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
@@ -303,11 +310,15 @@ def heatmap(
         height=side,
         margin={"l": 10, "r": 10, "t": 60 if title else 20, "b": 10},
         font={"size": style.font_size},
-        xaxis_title=col_name + "s",
-        yaxis_title=row_name + "s",
+        xaxis_title=_plural(col_name),
+        yaxis_title=_plural(row_name),
         plot_bgcolor="white",
     )
     return figure
+
+
+def _plural(noun: str) -> str:
+    return noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
 
 
 def mask_figure(

@@ -19,10 +19,11 @@ VENV=.venv
 PY="$VENV/bin/python"
 # Debian packages for the browser tests. The fonts are recommended, not
 # required, by chromium; we install without recommends (which would also
-# pull in udev, avahi, upower and a print dialog), so name them here.
+# pull in udev, avahi, upower and a print dialog), so name them here. The
+# emoji font draws the page icons, which are boxes without it.
 # libatomic1: the node binary inside the playwright wheel needs it, and a
 # minimal Debian lacks it.
-APT_PACKAGES=(chromium fonts-liberation fonts-dejavu-core libatomic1)
+APT_PACKAGES=(chromium fonts-liberation fonts-dejavu-core fonts-noto-color-emoji libatomic1)
 APT_COMMAND="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${APT_PACKAGES[*]}"
 
 say() { printf '==> %s\n' "$*"; }
@@ -107,7 +108,8 @@ ensure_chromium() {
         local start=$SECONDS
         apt-get update -qq
         # shellcheck disable=SC2086  # word splitting of the package list is intended
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+        DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes \
+            apt-get install -y -qq --no-install-recommends $missing >/dev/null
         [[ -x /usr/bin/chromium ]] || die "apt finished but /usr/bin/chromium is still missing"
         say "browser: installed $missing in $((SECONDS - start)) s; $(/usr/bin/chromium --version 2>/dev/null)"
     else

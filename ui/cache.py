@@ -1,19 +1,64 @@
-"""Every Streamlit cache in the app lives here: models in ``cache_resource``, results in ``cache_data``."""
+"""Every Streamlit cache in the app lives here: models in ``cache_resource``, results in ``cache_data``.
+
+Result caches are bounded (``max_entries`` and a TTL) so a classroom of sessions cannot grow
+memory without limit. Arguments named with a leading underscore are left out of cache keys.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
+import attention_viz.capture as capture_module
+from attention_viz.capture import Capture
+from attention_viz.loading import LoadedModel, load_model
 from attention_viz.playground import PlaygroundResult, run_playground
 from attention_viz.policy import MaskPolicy
+from attention_viz.stats import head_statistics
 
-# Results are small for toy inputs; the bound keeps a classroom of sessions from growing memory.
+# Toy results are tiny; real captures can be tens of MB each, so keep fewer of them.
 PLAYGROUND_CACHE_ENTRIES = 256
+CAPTURE_CACHE_ENTRIES = 24
+RESULT_TTL_SECONDS = 3600
 
 
-@st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, show_spinner=False)
+@st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
 def playground(
     sentences: tuple[str, ...], policy: MaskPolicy, num_heads: int, width: int, seed: int
 ) -> PlaygroundResult:
     """Cached :func:`attention_viz.playground.run_playground`."""
     return run_playground(list(sentences), policy, num_heads=num_heads, width=width, seed=seed)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def model(name: str) -> LoadedModel:
+    """One shared instance per model for every session of this server."""
+    return load_model(name)
+
+
+@st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def capture(model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], policy: MaskPolicy) -> Capture:
+    """Cached :func:`attention_viz.capture.capture` on the shared model."""
+    return capture_module.capture(
+        model(model_name),
+        list(texts),
+        layers=list(layers),
+        causal=policy.causal,
+        padding_mask=policy.padding_mask,
+        padding_side=policy.padding_side,
+        window=policy.window,
+        max_length=policy.max_length,
+    )
+
+
+@st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def statistics(model_name: str, texts: tuple[str, ...], policy: MaskPolicy):
+    """Per-head statistics of every layer (a DataFrame)."""
+    loaded = model(model_name)
+    return head_statistics(capture(model_name, texts, tuple(range(loaded.num_layers)), policy))
+
+
+@st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def token_count(model_name: str, texts: tuple[str, ...]) -> int:
+    """Tokens in the longest text, before any truncation."""
+    tokenizer = model(model_name).tokenizer
+    return max(len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"])

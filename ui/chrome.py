@@ -1,10 +1,18 @@
-"""Page chrome shared by every page: the sidebar's display settings and error reporting."""
+"""Page chrome shared by every page: display settings, model loading feedback, error reporting."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import streamlit as st
 
+from attention_viz.errors import UserFacingError
 from attention_viz.figures import PALETTES, FigureStyle
+from attention_viz.loading import BUNDLED, LoadedModel, needs_conversion
+from ui import cache
+
+T = TypeVar("T")
 
 
 def display_settings() -> tuple[FigureStyle, bool]:
@@ -37,3 +45,30 @@ def display_settings() -> tuple[FigureStyle, bool]:
             unsafe_allow_html=True,
         )
     return style, presentation
+
+
+def model_or_stop(name: str) -> LoadedModel:
+    """The shared model, with a spinner (and a first-load note); on failure an error, then stop."""
+    try:
+        if name not in BUNDLED:
+            raise UserFacingError(f"Unknown model {name!r}. Bundled models: {', '.join(BUNDLED)}.")
+        message = f"Loading {name}…"
+        if needs_conversion(name):
+            message = f"Converting the bundled model {name} (about 20 s, only the first time)…"
+        with st.spinner(message):
+            return cache.model(name)
+    except UserFacingError as error:
+        st.error(str(error))
+        st.stop()
+        raise  # unreachable: st.stop() ends the run
+
+
+def run_or_stop(task: Callable[[], T], message: str = "Running the model…") -> T:
+    """Run a capture with a spinner; a :class:`UserFacingError` becomes ``st.error`` and stops the page."""
+    try:
+        with st.spinner(message):
+            return task()
+    except UserFacingError as error:
+        st.error(str(error))
+        st.stop()
+        raise

@@ -43,7 +43,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 APT_COMMAND = (
     "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-    "--no-install-recommends chromium fonts-liberation fonts-dejavu-core libatomic1"
+    "--no-install-recommends chromium fonts-liberation fonts-dejavu-core fonts-noto-color-emoji libatomic1"
 )
 # The browser flags keep Chromium from calling Google's services at start-up: on a
 # machine with no outside network those calls fail noisily instead.
@@ -225,6 +225,7 @@ _APP_IDLE_JS = """
         && app.dataset.testConnectionState === "CONNECTED"
         && app.dataset.testScriptState === "notRunning"
         && document.querySelector('[data-stale="true"]') === null
+        && document.querySelector('[data-testid="stSkeleton"], [data-testid="stAppSkeleton"]') === null
         && document.querySelectorAll(".js-plotly-plot").length >= plots;
 }
 """
@@ -237,6 +238,8 @@ def wait_for_app(page, plots: int = 0, *, allow_exception: bool = False, timeout
     "CONNECTED" once the websocket is up, and ``data-test-script-state`` goes
     "initial" -> "running" -> "notRunning" ("rerunRequested" right after a widget changes).
     Elements left from the previous run carry ``data-stale="true"`` until the run replaces them.
+    "notRunning" does not mean painted: an element whose JavaScript chunk is still loading
+    (charts, most widgets) shows a ``stSkeleton`` placeholder, so we also wait for those to go.
 
     Args:
         page: a Playwright page that has loaded the app.

@@ -1,0 +1,213 @@
+"""Model explorer: a real model's attention, re-run live under the masks you choose."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from attention_viz.capture import parity_delta
+from attention_viz.export import to_csv, to_npz
+from attention_viz.figures import head_grid, heatmap, stage_range
+from attention_viz.render import layer_figure, standalone_html
+from attention_viz.rollout import attention_rollout
+from attention_viz.stats import head_statistics
+from ui import cache
+from ui.chrome import display_settings, model_or_stop, run_or_stop
+from ui.controls import mask_controls, model_params, model_picker, texts_of
+from ui.state import Param, publish, restore, show_notes
+
+PAGE = "explorer"
+DEFAULT_TEXT = "The cat sat on the mat because it was tired."
+STAGES = ("weights", "scores", "masked_scores")
+STAGE_LABELS = {"weights": "weights", "scores": "scores (QKᵀ·scale)", "masked_scores": "masked scores"}
+# Rollout needs every layer captured; beyond this length that costs too much memory to do by default.
+ROLLOUT_DEFAULT_MAX_TOKENS = 64
+PARAMS = [
+    *model_params("ex", DEFAULT_TEXT),
+    Param("ex_layer", "layer", 0, "int", low=0, high=1000),
+    Param("ex_head", "head", 0, "int", low=0, high=1000),
+    Param("ex_item", "item", 0, "int", low=0, high=3),
+    Param("ex_stage", "stage", "weights", "choice", choices=STAGES),
+]
+
+notes = restore(PAGE, PARAMS)
+style, presentation = display_settings()
+st.title("Model explorer")
+st.caption(
+    "A real pretrained model runs again under the masks you pick, in every layer: what you see is "
+    "exactly the attention it computed, not a picture with cells hidden."
+)
+show_notes(notes)
+
+top = st.columns([1, 2])
+with top[0]:
+    model_name = model_picker("ex")
+with top[1]:
+    st.text_area("Text (one per line; several lines make a padded batch)", key="ex_text", height=80)
+texts = texts_of(st.session_state["ex_text"])
+loaded = model_or_stop(model_name)
+if not texts:
+    st.warning("Type a sentence to see its attention.")
+    st.stop()
+
+natural = run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…")
+policy = mask_controls(
+    "ex", loaded.decoder, natural, loaded.max_positions, show_window=not presentation, show_side=not presentation
+)
+
+# Out-of-range values (from a shared link or a model switch) fall back to the nearest valid one.
+st.session_state["ex_layer"] = min(max(0, int(st.session_state["ex_layer"])), loaded.num_layers - 1)
+st.session_state["ex_head"] = min(max(0, int(st.session_state["ex_head"])), loaded.num_heads - 1)
+st.session_state["ex_item"] = min(max(0, int(st.session_state["ex_item"])), len(texts) - 1)
+
+picks = st.columns([3, 1, 1, 2])
+picks[0].slider("Layer", 0, loaded.num_layers - 1, key="ex_layer")
+picks[1].selectbox("Head", range(loaded.num_heads), key="ex_head")
+picks[2].selectbox("Text shown", range(len(texts)), key="ex_item", disabled=len(texts) == 1)
+picks[3].radio("Stage", STAGES, format_func=STAGE_LABELS.get, key="ex_stage", horizontal=True)
+layer, head, item = st.session_state["ex_layer"], st.session_state["ex_head"], st.session_state["ex_item"]
+stage = st.session_state["ex_stage"]
+
+result = run_or_stop(lambda: cache.capture(model_name, texts, (layer,), policy), "Running the model…")
+publish(PAGE, PARAMS)
+
+captured = result.layer(layer)
+tokens = result.tokens[item]
+matrices = captured.stage(stage)[item]  # (H, T, T)
+allowed = result.mask[item, 0]  # (T, T)
+value_range = stage_range(stage, matrices, style.palette)
+for text, cut in zip(result.texts, result.truncated, strict=True):
+    if cut:
+        st.info(f"{cut} token(s) of “{text[:40]}…” were cut by the sequence length.")
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader(f"Layer {layer}: all {loaded.num_heads} heads · {policy.describe()}")
+    grid = head_grid(
+        matrices,
+        tokens,
+        tokens,
+        value_range,
+        allowed=allowed,
+        titles=[
+            f"head {h}" + (f" (kv {captured.kv_head[h]})" if loaded.num_kv_heads != loaded.num_heads else "")
+            for h in range(loaded.num_heads)
+        ],
+        columns=3,
+        style=style,
+        panel_px=230 if not presentation else 300,
+    )
+    st.plotly_chart(grid, key="ex_grid_chart")
+with right:
+    st.subheader(f"Head {head}")
+    st.plotly_chart(
+        heatmap(matrices[head], tokens, tokens, value_range, allowed=allowed, style=style),
+        key="ex_head_chart",
+    )
+
+delta = parity_delta(result, layer)
+st.caption(
+    f"✔ Parity: the reference implementation on this layer's Q/K reproduces the model's weights, "
+    f"max |Δ| = {delta:.1e}."
+    if delta < 1e-4
+    else f"⚠ Parity: the reference implementation differs from the model's weights, max |Δ| = {delta:.1e}."
+)
+
+mean_col, rollout_col = st.columns(2)
+with mean_col:
+    st.subheader("Mean over heads")
+    st.plotly_chart(
+        heatmap(
+            captured.weights[item].mean(0),
+            tokens,
+            tokens,
+            stage_range("weights", captured.weights, style.palette),
+            allowed=allowed,
+            style=style,
+        ),
+        key="ex_mean_chart",
+    )
+with rollout_col:
+    st.subheader("Attention rollout")
+    st.toggle(
+        "Compute rollout across all layers",
+        key="ex_rollout",
+        value=len(tokens) <= ROLLOUT_DEFAULT_MAX_TOKENS,
+        help="Captures every layer: fast for short texts, heavier for long ones.",
+    )
+    if st.session_state["ex_rollout"]:
+        everything = run_or_stop(
+            lambda: cache.capture(model_name, texts, tuple(range(loaded.num_layers)), policy),
+            "Capturing every layer…",
+        )
+        rollout = attention_rollout([everything.layers[i].weights for i in range(loaded.num_layers)])
+        st.plotly_chart(
+            heatmap(
+                rollout[item],
+                tokens,
+                tokens,
+                stage_range("weights", rollout, style.palette),
+                allowed=allowed,
+                style=style,
+                col_name="input token",
+                row_name="position",
+            ),
+            key="ex_rollout_chart",
+        )
+        st.caption("How much each input token reaches each position after all layers (residual share 0.5).")
+
+st.subheader("What the masks change in the output")
+effect = result.effect
+if effect is not None and effect.kl is not None:
+    real_positions = [i for i, token in enumerate(tokens) if result.attention_mask[item, i]]
+    if real_positions:
+        position = st.select_slider(
+            "Position",
+            options=real_positions,
+            value=real_positions[-1],
+            format_func=lambda i: f"{i}: {tokens[i]}",
+            key="ex_position",
+        )
+        metrics = st.columns(3)
+        metrics[0].metric("KL(default ‖ this) at this position", f"{float(effect.kl[item, position]):.4f}")
+        metrics[1].metric("Top-1 flips in this text", int(effect.flips[item]))
+        metrics[2].metric("Default policy", effect.reference_label)
+        table = pd.DataFrame(
+            {
+                "rank": range(1, 6),
+                "with these masks": [f"{t!r} {p:.1%}" for t, p in effect.top_tokens[item][position]],
+                "default masks": [f"{t!r} {p:.1%}" for t, p in effect.reference_top_tokens[item][position]],
+            }
+        )
+        st.dataframe(table, hide_index=True)
+elif effect is not None and effect.cosine is not None:
+    st.metric(
+        f"Cosine similarity of the sentence embedding to the default ({effect.reference_label})",
+        f"{float(effect.cosine[item]):.4f}",
+    )
+
+if not presentation:
+    with st.expander("Export"):
+        # Files are built only when a button is clicked (deferred data), so toggles stay fast.
+        columns = st.columns(4)
+        columns[0].download_button(
+            "Weights (CSV)", lambda: to_csv(result), f"{model_name}-layer{layer}.csv", "text/csv", key="ex_dl_csv"
+        )
+        columns[1].download_button(
+            "Weights (NPZ)", lambda: to_npz(result), f"{model_name}-layer{layer}.npz", key="ex_dl_npz"
+        )
+        columns[2].download_button(
+            "Head statistics (CSV)",
+            lambda: head_statistics(result).to_csv(index=False),
+            f"{model_name}-layer{layer}-heads.csv",
+            "text/csv",
+            key="ex_dl_stats",
+        )
+        columns[3].download_button(
+            "Figure (HTML, works offline)",
+            lambda: standalone_html(layer_figure(result, layer, item, style)),
+            f"{model_name}-layer{layer}.html",
+            "text/html",
+            key="ex_dl_html",
+        )
+        st.caption("Every chart's camera icon also saves a PNG.")

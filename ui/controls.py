@@ -1,0 +1,106 @@
+"""The mask controls every model page shares, with the same labels as the Playground."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from attention_viz.loading import BUNDLED, DEFAULT_MODEL
+from attention_viz.policy import MaskPolicy
+from ui.state import Param
+
+MAX_WINDOW = 512
+
+
+def model_params(prefix: str, default_text: str) -> list[Param]:
+    """URL-backed state for the model, the texts and the masks of a model page."""
+    return [
+        Param(f"{prefix}_model", "model", DEFAULT_MODEL, "choice", choices=tuple(BUNDLED)),
+        Param(f"{prefix}_text", "text", default_text),
+        Param(f"{prefix}_causal", "causal", None, "bool"),
+        Param(f"{prefix}_padding", "padding", True, "bool"),
+        Param(f"{prefix}_side", "side", "right", "choice", choices=("right", "left")),
+        Param(f"{prefix}_length", "length", None, "int", low=1, high=8192),
+        Param(f"{prefix}_window", "window", 0, "int", low=0, high=MAX_WINDOW),
+    ]
+
+
+def texts_of(raw: str) -> tuple[str, ...]:
+    """The non-empty lines of a text box, one text per line."""
+    return tuple(line.strip() for line in raw.splitlines() if line.strip())
+
+
+def model_picker(prefix: str) -> str:
+    return st.selectbox(
+        "Model",
+        tuple(BUNDLED),
+        key=f"{prefix}_model",
+        format_func=lambda name: f"{name} · {BUNDLED[name].description}",
+    )
+
+
+def mask_controls(
+    prefix: str,
+    decoder: bool,
+    natural_length: int,
+    max_length: int,
+    show_window: bool = True,
+    show_side: bool = True,
+) -> MaskPolicy:
+    """Draw ``Causal mask``, ``Padding mask``, ``Sequence length`` (and window, padding side).
+
+    The causal toggle starts at the model's own choice; the sequence length follows the text's
+    length until the user moves it.
+    """
+    causal_key, length_key = f"{prefix}_causal", f"{prefix}_length"
+    model_key = f"{prefix}_model"
+    # Switching model resets the causal toggle to what that model does by itself.
+    if st.session_state.get(causal_key) is None or st.session_state.get(f"_{prefix}_model_seen") not in (
+        None,
+        st.session_state.get(model_key),
+    ):
+        st.session_state[causal_key] = decoder
+    st.session_state[f"_{prefix}_model_seen"] = st.session_state.get(model_key)
+    natural_length = max(1, min(natural_length, max_length))
+    previous_natural = st.session_state.get(f"_{prefix}_natural")
+    current = st.session_state.get(length_key)
+    if current is None or current == previous_natural or current > max_length:
+        st.session_state[length_key] = natural_length
+    st.session_state[f"_{prefix}_natural"] = natural_length
+
+    columns = st.columns([1, 1, 2, 1] if show_window else [1, 1, 3])
+    columns[0].toggle(
+        "Causal mask",
+        key=causal_key,
+        help="On: each token sees only itself and earlier tokens, in every layer. "
+        + ("This decoder was trained with it." if decoder else "This encoder never had it."),
+    )
+    columns[1].toggle(
+        "Padding mask",
+        key=f"{prefix}_padding",
+        help="Off simulates a forgotten attention_mask: real tokens may attend to padding.",
+    )
+    columns[2].slider(
+        "Sequence length",
+        min_value=1,
+        max_value=max_length,
+        key=length_key,
+        help="Every text is cut or padded to this many tokens.",
+    )
+    if show_window:
+        columns[3].number_input(
+            "Sliding window",
+            min_value=0,
+            max_value=MAX_WINDOW,
+            step=1,
+            key=f"{prefix}_window",
+            help="0 = off. Otherwise each token sees only this many neighbours (itself included).",
+        )
+    if show_side:
+        st.radio("Padding side", ("right", "left"), key=f"{prefix}_side", horizontal=True)
+    return MaskPolicy(
+        causal=bool(st.session_state[causal_key]),
+        padding_mask=bool(st.session_state[f"{prefix}_padding"]),
+        window=int(st.session_state.get(f"{prefix}_window") or 0) or None,
+        padding_side=st.session_state.get(f"{prefix}_side", "right"),
+        max_length=int(st.session_state[length_key]),
+    )
