@@ -199,7 +199,9 @@ def parity_delta(result: Capture, layer: int) -> float:
     from attention_viz.attention import scaled_dot_product_attention
 
     captured = result.layer(layer)
-    trace = scaled_dot_product_attention(captured.query, captured.key, captured.key, result.mask, captured.scale)
+    trace = scaled_dot_product_attention(
+        captured.query, captured.key, captured.key, result.mask, captured.scale
+    )
     return float((trace.weights - captured.weights).abs().max())
 
 

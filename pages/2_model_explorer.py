@@ -52,7 +52,12 @@ if not texts:
 
 natural = run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…")
 policy = mask_controls(
-    "ex", loaded.decoder, natural, loaded.max_positions, show_window=not presentation, show_side=not presentation
+    "ex",
+    loaded.decoder,
+    natural,
+    loaded.max_positions,
+    show_window=not presentation,
+    show_side=not presentation,
 )
 
 # Out-of-range values (from a shared link or a model switch) fall back to the nearest valid one.
@@ -191,7 +196,11 @@ if not presentation:
         # Files are built only when a button is clicked (deferred data), so toggles stay fast.
         columns = st.columns(4)
         columns[0].download_button(
-            "Weights (CSV)", lambda: to_csv(result), f"{model_name}-layer{layer}.csv", "text/csv", key="ex_dl_csv"
+            "Weights (CSV)",
+            lambda: to_csv(result),
+            f"{model_name}-layer{layer}.csv",
+            "text/csv",
+            key="ex_dl_csv",
         )
         columns[1].download_button(
             "Weights (NPZ)", lambda: to_npz(result), f"{model_name}-layer{layer}.npz", key="ex_dl_npz"

@@ -94,7 +94,9 @@ def restore(page: str, params: Sequence[Param]) -> list[str]:
         known = {param.url for param in params}
         unknown = sorted(name for name in current if name not in known)
         if unknown and len(unknown) <= 5:
-            notes.append(f"Unknown link parameters ignored: {', '.join(f'`{name[:40]}`' for name in unknown)}.")
+            notes.append(
+                f"Unknown link parameters ignored: {', '.join(f'`{name[:40]}`' for name in unknown)}."
+            )
         elif unknown:
             notes.append(f"{len(unknown)} unknown link parameters were ignored.")
         st.session_state[applied_key] = current
