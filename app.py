@@ -8,7 +8,7 @@ import streamlit as st
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-st.set_page_config(page_title="attention-viz", page_icon=":material/grid_on:", layout="wide")
+st.set_page_config(page_title="attention-viz", page_icon="🔍", layout="wide")
 
 PAGES = [
     st.Page("pages/1_playground.py", title="Playground", icon=":material/science:", default=True),

@@ -93,6 +93,11 @@ def stage_range(stage: str, values: torch.Tensor, palette: str = PALETTES[0]) ->
     return ValueRange(-bound, bound, DIVERGING, label)
 
 
+def escape_markdown(text: str) -> str:
+    """Make a token safe inside Streamlit markdown: no HTML, no markdown syntax."""
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~$" else c for c in text)
+
+
 def escape_label(text: str) -> str:
     """Make a token safe for plotly's pseudo-HTML labels: it shows literally, nothing renders."""
     return html.escape(text, quote=False)
@@ -140,13 +145,22 @@ def _panel_traces(
     show_scale: bool,
     row_name: str = "query",
     col_name: str = "key",
+    revealed_rows: int | None = None,
 ) -> list[go.BaseTraceType]:
     """The traces of one panel: a heatmap plus masked overlay, or one image when large.
+
+    ``revealed_rows`` (for stepping through a mask) leaves rows from that index on blank.
 
     Shape: ``matrix`` is ``(Tq, Tk)``; ``allowed`` is ``(Tq, Tk)`` bool or None.
     """
     values = _to_numpy(matrix)
     allowed_np = allowed.detach().cpu().numpy().astype(bool) if allowed is not None else None
+    if revealed_rows is not None:
+        values = values.copy()
+        values[revealed_rows:] = np.nan  # not yet revealed: drawn blank, neither value nor mask
+        if allowed_np is not None:
+            allowed_np = allowed_np.copy()
+            allowed_np[revealed_rows:] = True
     if values.size > HOVER_CELL_LIMIT:
         return [go.Image(source=_png_data_uri(values, allowed_np, value_range), hoverinfo="x+y", name="")]
 
@@ -209,6 +223,7 @@ def head_grid(
     columns: int = 3,
     style: FigureStyle = FigureStyle(),
     panel_px: int = 260,
+    revealed_rows: int | None = None,
 ) -> go.Figure:
     """Small multiples: one heatmap per head, sharing one colour scale.
 
@@ -239,7 +254,13 @@ def head_grid(
         if allowed is not None:
             head_allowed = allowed[head] if allowed.ndim == 3 else allowed
         for trace in _panel_traces(
-            matrices[head], head_allowed, row_labels, col_labels, value_range, show_scale=head == 0
+            matrices[head],
+            head_allowed,
+            row_labels,
+            col_labels,
+            value_range,
+            show_scale=head == 0,
+            revealed_rows=revealed_rows,
         ):
             figure.add_trace(trace, row=head // columns + 1, col=head % columns + 1)
     # Token labels only where they fit: rows on the first column, keys on the bottom row.
@@ -322,7 +343,11 @@ def _plural(noun: str) -> str:
 
 
 def mask_figure(
-    allowed: torch.Tensor, tokens: list[str], title: str = "mask", style: FigureStyle = FigureStyle()
+    allowed: torch.Tensor,
+    tokens: list[str],
+    title: str = "mask",
+    style: FigureStyle = FigureStyle(),
+    revealed_rows: int | None = None,
 ) -> go.Figure:
     """The boolean mask itself: dark = may attend, grey = masked.
 
@@ -330,6 +355,8 @@ def mask_figure(
     """
     labels = token_labels(tokens)
     values = allowed.detach().cpu().numpy().astype(float)
+    if revealed_rows is not None:
+        values[revealed_rows:] = np.nan
     if values.size > HOVER_CELL_LIMIT:
         value_range = ValueRange(0.0, 1.0, "Greys", "may attend")
         trace = go.Image(source=_png_data_uri(values, values.astype(bool), value_range), hoverinfo="x+y")

@@ -33,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 README = REPO_ROOT / "README.md"
 OUT_DIR = REPO_ROOT / "benchmarks" / "out"
 MB = 2**20
+_NUMBER = re.compile(r"^[-+]?[\d.,]+(e[-+]?\d+)?\s*[×%]?$")  # a table cell that is a number
 
 
 def _cpu_model() -> str:
@@ -64,11 +65,13 @@ def describe_machine() -> dict[str, str]:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub markdown table; numbers right-aligned, text left-aligned (judged by the first row)."""
+    """A GitHub markdown table; columns of numbers (``1.25``, ``4.1×``, ``12%``) are right-aligned."""
     if any(len(row) != len(headers) for row in rows):
         raise ValueError(f"Every row needs {len(headers)} cells, one per header: {list(headers)}.")
     cells = [[str(cell) for cell in row] for row in rows]
-    numeric = [isinstance(cell, int | float) for cell in rows[0]] if rows else [False] * len(headers)
+    numeric = [
+        bool(cells) and all(_NUMBER.match(row[column]) for row in cells) for column in range(len(headers))
+    ]
     rule = ["---:" if right else ":---" for right in numeric]
     lines = [headers, rule, *cells]
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import streamlit as st
 
 from attention_viz.attention import STAGES
-from attention_viz.figures import head_grid, mask_figure, stage_range
+from attention_viz.figures import escape_markdown, head_grid, mask_figure, stage_range
 from attention_viz.policy import MaskPolicy
 from attention_viz.toy import tokenize
 from ui import cache
 from ui.chrome import display_settings
+from ui.state import Param, publish, restore, show_notes
 
 DEFAULT_TEXT = "the cat sat on the mat\nthe dog barked"
 MAX_SEQUENCE_LENGTH = 64
+HEAD_CHOICES = (1, 2, 4, 8)
+WIDTH_CHOICES = (16, 32, 64, 128)
 STAGE_LABELS = {
     "weights": "weights (after softmax)",
     "scores": "scores (QKᵀ/√d)",
@@ -20,14 +23,21 @@ STAGE_LABELS = {
     "output": "output (weights·V)",
 }
 
-st.session_state.setdefault("pg_text", DEFAULT_TEXT)
-st.session_state.setdefault("pg_causal", True)
-st.session_state.setdefault("pg_padding", True)
-st.session_state.setdefault("pg_heads", 4)
-st.session_state.setdefault("pg_width", 32)
-st.session_state.setdefault("pg_seed", 0)
-st.session_state.setdefault("pg_stage", "weights")
+PAGE = "playground"
+PARAMS = [
+    Param("pg_text", "text", DEFAULT_TEXT),
+    Param("pg_causal", "causal", True, "bool"),
+    Param("pg_padding", "padding", True, "bool"),
+    Param("pg_length", "length", None, "int", low=1, high=MAX_SEQUENCE_LENGTH),
+    Param("pg_heads", "heads", 4, "choice", choices=HEAD_CHOICES),
+    Param("pg_width", "width", 32, "choice", choices=WIDTH_CHOICES),
+    Param("pg_seed", "seed", 0, "int", low=0, high=10_000),
+    Param("pg_item", "item", 0, "int", low=0, high=100),
+    Param("pg_stage", "stage", "weights", "choice", choices=STAGES),
+    Param("pg_step", "row", None, "int", low=0, high=MAX_SEQUENCE_LENGTH - 1),
+]
 
+notes = restore(PAGE, PARAMS)
 style, presentation = display_settings()
 
 st.title("Playground: masked self-attention")
@@ -37,6 +47,7 @@ st.caption(
     "one fixed random vector per word plus sinusoidal positions, and random projections whose "
     "queries match their own keys, so repeated words attend to each other. Nothing here is trained."
 )
+show_notes(notes)
 
 st.text_area(
     "Sentences (one per line; two of different lengths show padding)",
@@ -55,8 +66,8 @@ if longest == 0:
 controls = st.columns([1, 1, 2])
 controls[0].toggle("Causal mask", key="pg_causal", help="Each token sees only itself and earlier tokens.")
 controls[1].toggle("Padding mask", key="pg_padding", help="No token may attend to a [PAD] token.")
-length_default = min(longest, MAX_SEQUENCE_LENGTH)
-st.session_state.setdefault("pg_length", length_default)
+if st.session_state.get("pg_length") is None:
+    st.session_state["pg_length"] = min(longest, MAX_SEQUENCE_LENGTH)
 controls[2].slider(
     "Sequence length",
     min_value=1,
@@ -65,11 +76,13 @@ controls[2].slider(
     help="Every sentence is cut or padded with [PAD] to this many tokens.",
 )
 
+# A shared link or an edited text can leave the chosen sentence out of range.
+st.session_state["pg_item"] = min(max(0, int(st.session_state["pg_item"])), len(sentences) - 1)
 if not presentation:
     with st.expander("More settings"):
         more = st.columns(4)
-        more[0].selectbox("Heads", (1, 2, 4, 8), key="pg_heads")
-        more[1].selectbox("Model width", (16, 32, 64, 128), key="pg_width")
+        more[0].selectbox("Heads", HEAD_CHOICES, key="pg_heads")
+        more[1].selectbox("Model width", WIDTH_CHOICES, key="pg_width")
         more[2].number_input("Random seed", min_value=0, max_value=10_000, step=1, key="pg_seed")
         more[3].selectbox(
             "Sentence shown",
@@ -77,7 +90,7 @@ if not presentation:
             format_func=lambda index: f"{index}: {sentences[index][:30]}",
             key="pg_item",
         )
-item = min(st.session_state.get("pg_item", 0), len(sentences) - 1)
+item = st.session_state["pg_item"]
 
 policy = MaskPolicy(
     causal=st.session_state["pg_causal"],
@@ -96,10 +109,36 @@ stage = st.radio(
     key="pg_stage",
 )
 tokens = result.tokens[item]
+length = len(tokens)
 trace = result.attention.heads
 matrices = trace.stage(stage)[item]  # (H, T, T), or (H, T, d) for the output stage
 value_range = stage_range(stage, matrices, style.palette)
 is_output = stage == "output"
+
+
+def step(delta: int) -> None:
+    st.session_state["pg_step"] = min(max(0, (st.session_state.get("pg_step") or 0) + delta), length - 1)
+
+
+stepping = st.toggle(
+    "Step through the rows",
+    key="pg_stepping",
+    help="Reveal one query row at a time, to narrate which keys each token may attend to.",
+)
+revealed = None
+if stepping:
+    st.session_state["pg_step"] = min(max(0, st.session_state.get("pg_step") or 0), length - 1)
+    row = st.session_state["pg_step"]
+    revealed = row + 1
+    buttons = st.columns([1, 1, 6])
+    buttons[0].button("◀ Previous row", on_click=step, args=(-1,), disabled=row == 0, key="pg_prev")
+    buttons[1].button("Next row ▶", on_click=step, args=(1,), disabled=row >= length - 1, key="pg_next")
+    visible = [f"{key}: {tokens[key]}" for key in range(length) if bool(result.mask[item, 0, row, key])]
+    buttons[2].markdown(
+        f"**Query {row} “{escape_markdown(tokens[row])}”** may attend to "
+        + (", ".join(f"`{escape_markdown(v)}`" for v in visible) if visible else "nothing (an empty row)")
+    )
+
 columns = st.columns([3, 1]) if not presentation else st.columns([4, 1])
 with columns[0]:
     st.subheader(f"{policy.describe()} · {STAGE_LABELS[stage]}")
@@ -112,12 +151,17 @@ with columns[0]:
         columns=2 if matrices.shape[0] > 1 else 1,
         style=style,
         panel_px=420 if presentation else 340,
+        revealed_rows=revealed,
     )
     st.plotly_chart(figure, key="pg_heads_chart")
 with columns[1]:
     st.subheader("Mask M")
-    st.plotly_chart(mask_figure(result.mask[item, 0], tokens, title="", style=style), key="pg_mask_chart")
+    st.plotly_chart(
+        mask_figure(result.mask[item, 0], tokens, title="", style=style, revealed_rows=revealed),
+        key="pg_mask_chart",
+    )
     st.caption("Dark: may attend (M = 0). Grey: masked (M = −∞, weight exactly 0).")
 
 if result.batch.truncated[item]:
     st.info(f"{result.batch.truncated[item]} token(s) of this sentence were cut by the sequence length.")
+publish(PAGE, PARAMS)

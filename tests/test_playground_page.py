@@ -92,3 +92,38 @@ def test_empty_text_shows_a_message_not_an_error(app):
     app.text_area(key="pg_text").set_value("   \n  ").run()
     assert not app.exception
     assert app.warning, "an empty box explains what to do"
+
+
+def test_step_through_reveals_one_row_at_a_time(app):
+    app.toggle(key="pg_stepping").set_value(True).run()
+    first = weights_shown(app)[0]
+    assert not np.isnan(first[0]).any() and np.isnan(first[1:]).all(), "only query row 0 is revealed"
+    app.button(key="pg_next").click().run()
+    app.button(key="pg_next").click().run()
+    assert app.session_state["pg_step"] == 2
+    shown = weights_shown(app)[0]
+    assert not np.isnan(shown[:3]).any() and np.isnan(shown[3:]).all()
+    app.button(key="pg_prev").click().run()
+    assert app.session_state["pg_step"] == 1
+    assert any("may attend to" in block.value for block in app.markdown)
+
+
+def test_url_restores_state_and_survives_garbage():
+    from streamlit.testing.v1 import AppTest
+    from tests_support import ROOT
+
+    app = AppTest.from_file(str(ROOT / "pages" / PAGE), default_timeout=60)
+    app.query_params.update({"causal": "0", "length": "3", "heads": "2", "text": "a b c d\nx"})
+    app.run()
+    assert not app.exception
+    assert app.session_state["pg_causal"] is False and app.session_state["pg_length"] == 3
+    assert len(weights_shown(app)) == 2
+
+    hostile = AppTest.from_file(str(ROOT / "pages" / PAGE), default_timeout=60)
+    hostile.query_params.update(
+        {"causal": "maybe", "length": "-5", "heads": "3", "seed": "1e99", "text": "x" * 100_000, "zzz": "1"}
+    )
+    hostile.run()
+    assert not hostile.exception
+    assert hostile.session_state["pg_causal"] is True and hostile.session_state["pg_heads"] == 4
+    assert len(hostile.info) >= 4, "each ignored parameter gets a visible note"

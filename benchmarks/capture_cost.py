@@ -1,0 +1,331 @@
+"""Capture cost: one captured layer of SmolLM2 against a plain forward and ``output_attentions``.
+
+Captures one layer of the bundled SmolLM2 (30 layers, 9 heads) at N = 128, 512, 1024 and 2048
+tokens, and compares it in one run with
+
+* **plain SDPA**: the same model with transformers' own ``"sdpa"`` attention, nothing captured;
+* **output_attentions eager**: ``"eager"`` attention with ``output_attentions=True``, which
+  keeps every layer's weights, 30 × 9 × N² floats.
+
+Target: the capture within 1.25× of the plain forward at N = 2048.
+
+How it is measured:
+
+* **Inputs.** One long English text, cut to exactly N tokens by ``capture(..., max_length=N)``
+  (``encode`` truncates to N and pads to N; the text is longer than N, so nothing is padded).
+  The baselines get the very same ``input_ids`` and ``position_ids``, prepared with ``encode``
+  and ``position_ids_for`` under the policy the capture builds.
+* **Masks.** The plain forward gets the capture's own 4-D boolean mask from ``policy.build``
+  (True = may attend), which transformers passes to SDPA unchanged (``--plain-mask 2d`` passes
+  the 2-D ``attention_mask`` instead and lets transformers build its mask). Eager attention
+  *adds* its mask to the scores, so it gets the same boolean mask as 0 / ``finfo(float32).min``,
+  which is what transformers' ``eager_mask`` builds.
+* **One model.** The attention implementation is switched with ``set_attn_implementation``
+  outside the timed region and switched back to ``attention_viz`` afterwards.
+* **Time.** Wall clock of one call under ``torch.inference_mode()``. Per N: one warm-up round,
+  then ``--repeats`` rounds (``--long-repeats`` from N = 2048). Each round runs all three cases,
+  in an order that rotates per round, so background load on a shared machine hits every case
+  alike. The table shows medians; a ratio is median / median of the plain forward.
+* **What the capture's time covers.** The whole ``capture(...)`` call: tokenising, building
+  the mask and display tokens included, because that is what a user waits for. The baselines'
+  inputs are prepared before their timer starts.
+* **Peak memory.** How far the process's resident memory rose during one call, measured in
+  this process by :class:`common.PeakMemory`: the kernel's peak-RSS counter is reset before
+  each call and read after it, with garbage collected and free heap returned to the OS first.
+  That gives exact per-call peaks, so a subprocess per case (a fresh model load each, for
+  cleaner ``getrusage`` peaks) buys nothing here. The table shows the largest peak of the timed
+  rounds. Every case's peak includes its logits (N × 49,152 floats, 0.4 GB at N = 2048).
+* **Checks.** After the warm-up, the capture's ``input_ids`` and mask must equal the ones the
+  baselines got, and the largest differences of the captured weights against eager
+  ``output_attentions`` and of the plain against the eager logits are printed.
+
+Usage::
+
+    PYTHONPATH=. .venv/bin/python benchmarks/capture_cost.py              # about 5 minutes
+    PYTHONPATH=. .venv/bin/python benchmarks/capture_cost.py --sizes 128 512 --no-publish
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python benchmarks/capture_cost.py`: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from attention_viz.capture import capture, encode, position_ids_for
+from attention_viz.hooks import ATTENTION_NAME
+from attention_viz.loading import LoadedModel, load_model
+from attention_viz.policy import MaskPolicy
+from benchmarks.common import PeakMemory, describe_machine, markdown_table, publish
+
+SECTION = "capture-cost"  # README section and benchmarks/out/ file name
+MODEL = "smollm2"
+SIZES = (128, 512, 1024, 2048)
+TARGET_RATIO = 1.25  # capture time / plain forward time, at TARGET_LENGTH tokens
+TARGET_LENGTH = 2048
+CASES = ("plain", "capture", "eager")
+IMPLEMENTATION = {"plain": "sdpa", "capture": ATTENTION_NAME, "eager": "eager"}
+PARAGRAPH = (
+    "Attention lets every token of a sentence look at the other tokens and decide which of them "
+    "matter for its own meaning. A causal language model may only look back, never ahead, so the "
+    "mask it applies is a lower triangle. Padding adds another rule: nobody attends to a pad. "
+    "The weights of one head form a square matrix, one row per query and one column per key, "
+    "and every row sums to one."
+)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """One input of exactly N tokens, as the capture and both baselines receive it."""
+
+    length: int
+    text: str
+    input_ids: torch.Tensor  # (1, N)
+    attention_mask: torch.Tensor  # (1, N) all ones: nothing is padded
+    position_ids: torch.Tensor  # (1, N)
+    mask: torch.Tensor  # (1, 1, N, N) bool, True = may attend: the capture's own mask
+    additive_mask: torch.Tensor  # (1, 1, N, N) float32, 0 = attend, finfo.min = masked: for eager
+
+
+@dataclass
+class Timings:
+    """Seconds and peak-memory increases (MB) of the timed rounds of each case at one N."""
+
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {case: [] for case in CASES})
+    peak_mb: dict[str, list[float]] = field(default_factory=lambda: {case: [] for case in CASES})
+    checks: str = ""
+
+    def median(self, case: str) -> float:
+        return statistics.median(self.seconds[case])
+
+    def ratio(self, case: str) -> float:
+        return self.median(case) / self.median("plain")
+
+
+def long_text(tokenizer, tokens: int) -> str:
+    """An English text of more than ``tokens`` tokens, so truncation leaves exactly ``tokens``."""
+    per_paragraph = len(tokenizer(PARAGRAPH)["input_ids"])
+    return " ".join([PARAGRAPH] * (math.ceil(tokens / per_paragraph) + 1))
+
+
+def prepare(model: LoadedModel, length: int) -> Inputs:
+    """Tokens, positions and masks exactly as ``capture(model, text, max_length=length)`` makes them."""
+    text = long_text(model.tokenizer, length)
+    policy = MaskPolicy(causal=model.decoder, max_length=length)  # capture()'s defaults
+    encoded = encode(model, [text], policy)
+    real = int(encoded.attention_mask.sum())
+    assert real == length, f"expected {length} real tokens and no padding, got {real}"
+    mask = policy.build(encoded.attention_mask)  # (1, 1, N, N)
+    # Eager attention adds its mask to the scores: finfo.min, as transformers' eager_mask uses,
+    # keeps the softmax finite (no row here is fully masked, so -inf would give the same result).
+    additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    return Inputs(
+        length=length,
+        text=text,
+        input_ids=encoded.input_ids,
+        attention_mask=encoded.attention_mask,
+        position_ids=position_ids_for(encoded.attention_mask, policy),
+        mask=mask,
+        additive_mask=additive,
+    )
+
+
+def calls(model: LoadedModel, inputs: Inputs, layer: int, plain_mask: str) -> dict[str, Callable]:
+    """The three measured calls, each returning its full result."""
+    forward = model.model
+    shared = {"input_ids": inputs.input_ids, "position_ids": inputs.position_ids, "use_cache": False}
+    plain_attention_mask = inputs.mask if plain_mask == "4d" else inputs.attention_mask
+    return {
+        "plain": lambda: forward(**shared, attention_mask=plain_attention_mask),
+        "capture": lambda: capture(
+            model, inputs.text, layers=[layer], max_length=inputs.length, effect=False
+        ),
+        "eager": lambda: forward(**shared, attention_mask=inputs.additive_mask, output_attentions=True),
+    }
+
+
+@contextlib.contextmanager
+def attention_implementation(model: LoadedModel, name: str) -> Iterator[None]:
+    """Run the block with transformers' attention ``name``, then restore the capturing one."""
+    model.model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        model.model.set_attn_implementation(ATTENTION_NAME)
+
+
+def measure(model: LoadedModel, case: str, call: Callable, keep: Callable | None = None):
+    """Time one call and its peak memory increase; ``keep`` picks what of the result to return.
+
+    Returns ``(seconds, peak_mb, kept)``; the rest of the result is freed before returning.
+    """
+    with attention_implementation(model, IMPLEMENTATION[case]), PeakMemory() as memory:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            result = call()
+        seconds = time.perf_counter() - start
+        kept = keep(result) if keep else None
+        del result
+    return seconds, memory.peak_mb, kept
+
+
+def check(inputs: Inputs, layer: int, kept: dict[str, dict]) -> str:
+    """Confirm the three cases saw the same input; say how closely their results agree."""
+    captured = kept["capture"]
+    if not torch.equal(captured["input_ids"], inputs.input_ids) or not torch.equal(
+        captured["mask"], inputs.mask
+    ):
+        raise AssertionError(f"At N = {inputs.length} the capture saw other inputs than the baselines.")
+    weights = (captured["weights"] - kept["eager"]["weights"]).abs().max().item()
+    logits = (kept["plain"]["logits"] - kept["eager"]["logits"]).abs().max().item()
+    return f"N = {inputs.length}: max |Δ| layer {layer} weights {weights:.1e}, logits plain vs eager {logits:.1e}"
+
+
+def run_length(model: LoadedModel, length: int, layer: int, repeats: int, plain_mask: str) -> Timings:
+    """One warm-up round (used for the checks), then ``repeats`` timed rounds in rotating order."""
+    inputs = prepare(model, length)
+    measured = calls(model, inputs, layer, plain_mask)
+    keepers = {
+        "plain": lambda out: {"logits": out.logits},
+        "capture": lambda out: {
+            "input_ids": out.input_ids,
+            "mask": out.mask,
+            "weights": out.layer(layer).weights,
+        },
+        "eager": lambda out: {"logits": out.logits, "weights": out.attentions[layer]},
+    }
+    kept = {case: measure(model, case, measured[case], keepers[case])[2] for case in CASES}
+    timings = Timings(checks=check(inputs, layer, kept))
+    del kept
+    for round_index in range(repeats):
+        shift = round_index % len(CASES)
+        for case in CASES[shift:] + CASES[:shift]:
+            seconds, peak_mb, _ = measure(model, case, measured[case])
+            timings.seconds[case].append(seconds)
+            timings.peak_mb[case].append(peak_mb)
+        print(
+            f"  N={length} round {round_index + 1}/{repeats}: "
+            + ", ".join(f"{case} {timings.seconds[case][-1]:.2f} s" for case in CASES),
+            flush=True,
+        )
+    return timings
+
+
+def verdict(results: dict[int, Timings]) -> str:
+    if TARGET_LENGTH not in results:
+        return f"not measured (N = {TARGET_LENGTH} was not run)"
+    ratio = results[TARGET_LENGTH].ratio("capture")
+    return f"**{'met' if ratio <= TARGET_RATIO else 'missed'}** ({ratio:.2f}×)"
+
+
+def report(
+    results: dict[int, Timings],
+    layer: int,
+    model: LoadedModel,
+    args: argparse.Namespace,
+    machine: dict[str, str],
+    elapsed: float,
+) -> str:
+    """The markdown section: table, target verdict, method, checks and machine."""
+    headers = [
+        "N",
+        "plain SDPA forward (s)",
+        "capture 1 layer (s)",
+        "ratio",
+        "output_attentions eager (s)",
+        "ratio",
+        "peak MB plain",
+        "peak MB capture",
+        "peak MB eager",
+    ]
+    rows = [
+        [
+            length,
+            f"{timings.median('plain'):.2f}",
+            f"{timings.median('capture'):.2f}",
+            f"{timings.ratio('capture'):.2f}×",
+            f"{timings.median('eager'):.2f}",
+            f"{timings.ratio('eager'):.2f}×",
+            *(f"{max(timings.peak_mb[case]):.0f}" for case in CASES),
+        ]
+        for length, timings in sorted(results.items())
+    ]
+    plain_mask = (
+        "the capture's 4-D boolean mask (policy.build)"
+        if args.plain_mask == "4d"
+        else "the 2-D attention_mask (transformers builds the mask)"
+    )
+    repeats = f"{args.repeats} rounds" + (
+        f" ({args.long_repeats} from N = {TARGET_LENGTH})" if args.long_repeats != args.repeats else ""
+    )
+    lines = [
+        f"Capturing layer {layer} of {model.name} ({model.num_layers} layers, {model.num_heads} heads) "
+        f"with `capture(..., layers=[{layer}], max_length=N, effect=False)`, against the same model "
+        "and input with transformers' `sdpa` attention, and with `eager` attention and "
+        "`output_attentions=True`. Median of "
+        f"{repeats} after a warm-up; ratio = time / plain forward; peak MB = largest increase of "
+        "resident memory during one call. Produced by `benchmarks/capture_cost.py`.",
+        "",
+        markdown_table(headers, rows),
+        "",
+        f"Target, capture ≤ {TARGET_RATIO}× the plain forward at N = {TARGET_LENGTH}: {verdict(results)}.",
+        "",
+        f"- Plain forward mask: {plain_mask}. Eager: the same boolean mask as 0 / finfo(float32).min.",
+        "- Capture time covers the whole `capture()` call (tokenising and display tokens included).",
+        "- Checks (same input ids and mask in all three cases): "
+        + "; ".join(timings.checks for _, timings in sorted(results.items()))
+        + ".",
+        "- Machine: " + "; ".join(f"{key} {value}" for key, value in machine.items()) + ".",
+        f"- The whole benchmark took {elapsed:.0f} s, model load included.",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="sequence lengths N")
+    parser.add_argument("--layer", type=int, default=None, help="layer to capture (default: the middle one)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per N below 2048")
+    parser.add_argument("--long-repeats", type=int, default=2, help=f"timed rounds from N = {TARGET_LENGTH}")
+    parser.add_argument(
+        "--plain-mask", choices=("4d", "2d"), default="4d", help="mask given to the plain SDPA forward"
+    )
+    parser.add_argument("--no-publish", action="store_true", help="print only; write no files")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.long_repeats < 1:
+        parser.error("--repeats and --long-repeats must be at least 1.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[int, Timings]:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    machine = describe_machine()  # before the run, so the load average is the machine's own
+    model = load_model(MODEL, progress=lambda message: print(message, flush=True))
+    layer = model.num_layers // 2 if args.layer is None else model.check_layers([args.layer])[0]
+    results = {}
+    for length in sorted(args.sizes):
+        repeats = args.long_repeats if length >= TARGET_LENGTH else args.repeats
+        print(f"N = {length}: warm-up and {repeats} timed rounds", flush=True)
+        results[length] = run_length(model, length, layer, repeats, args.plain_mask)
+    body = report(results, layer, model, args, machine, time.perf_counter() - started)
+    if args.no_publish:
+        print(body)
+    else:
+        for path in publish(SECTION, body):
+            print(f"wrote {path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
