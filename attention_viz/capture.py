@@ -15,13 +15,24 @@ from attention_viz.effect import OutputEffect, measure_effect
 from attention_viz.errors import UserFacingError
 from attention_viz.hooks import LayerRecord, recording
 from attention_viz.loading import LoadedModel
+from attention_viz.masks import to_additive
 from attention_viz.policy import MaskPolicy
 from attention_viz.settings import load_settings
 from attention_viz.tokens import display_tokens
 
-__all__ = ["Capture", "LayerCapture", "capture", "default_policy", "encode", "estimate_bytes", "parity_delta"]
+__all__ = [
+    "Capture",
+    "LayerCapture",
+    "capture",
+    "default_policy",
+    "effect_of",
+    "encode",
+    "estimate_bytes",
+    "parity_delta",
+]
 
-# A captured layer keeps three (B, H, T, T) float32 matrices: scores, masked_scores, weights.
+# While a layer is captured the reference holds three (B, H, T, T) float32 matrices at once
+# (scores, masked scores, weights); the capture then keeps two (scores, weights).
 STAGES_KEPT = 3
 BYTES_PER_VALUE = 4
 
@@ -32,8 +43,8 @@ class LayerCapture:
 
     Attributes:
         scores: ``(B, H, T, T)`` Q Kᵀ · scale.
-        masked_scores: ``(B, H, T, T)`` scores with ``-inf`` where masked.
         weights: ``(B, H, T, T)`` the softmax: what the model really used.
+        mask: ``(B, 1, T, T)`` the boolean mask applied (True = may attend).
         query: ``(B, H, T, d)`` queries after RoPE. key: ``(B, H, T, d)`` keys, expanded.
         kv_head: ``(H,)`` which KV head each query head reads (grouped-query attention).
         empty_rows: ``(B, H, T)`` query rows with every key masked (exactly zero in weights).
@@ -41,8 +52,8 @@ class LayerCapture:
     """
 
     scores: torch.Tensor
-    masked_scores: torch.Tensor
     weights: torch.Tensor
+    mask: torch.Tensor
     query: torch.Tensor
     key: torch.Tensor
     kv_head: torch.Tensor
@@ -54,14 +65,19 @@ class LayerCapture:
         trace = record.trace
         return cls(
             scores=trace.scores,
-            masked_scores=trace.masked_scores,
             weights=trace.weights,
+            mask=trace.mask[:, :1],  # (B, 1, T, T): the same for every head
             query=record.query,
             key=record.key,
             kv_head=record.kv_head,
             empty_rows=trace.empty_rows,
             scale=record.scale,
         )
+
+    @property
+    def masked_scores(self) -> torch.Tensor:
+        """``(B, H, T, T)`` scores with ``-inf`` where masked (derived, so captures stay small)."""
+        return self.scores + to_additive(self.mask, self.scores.dtype)
 
     def stage(self, name: str) -> torch.Tensor:
         """``scores``, ``masked_scores`` or ``weights``. Shape: ``(B, H, T, T)``."""
@@ -223,6 +239,25 @@ def run_forward(
     return mask, position_ids, recorder.records, output
 
 
+def policy_effect(
+    model: LoadedModel, encoded: Encoded, policy: MaskPolicy, output: torch.Tensor | None = None
+) -> OutputEffect:
+    """How the output under ``policy`` differs from the output under the model's default masks.
+
+    ``output`` is the policy's forward output if already computed; otherwise it is run here.
+    """
+    if output is None:
+        output = run_forward(model, encoded, policy, [])[3]
+    reference = default_policy(model, policy)
+    reference_output = output if reference == policy else run_forward(model, encoded, reference, [])[3]
+    return measure_effect(model, encoded.attention_mask, output, reference_output, reference)
+
+
+def effect_of(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> OutputEffect:
+    """The output effect alone (two plain forwards, no attention captured), for the app's panel."""
+    return policy_effect(model, encode(model, list(texts), policy), policy)
+
+
 def capture(
     model: LoadedModel,
     texts: list[str] | str,
@@ -265,11 +300,7 @@ def capture(
     check_budget(model, len(layers), encoded.input_ids.shape[1], len(texts))
     mask, position_ids, records, output = run_forward(model, encoded, policy, layers)
 
-    measured = None
-    if effect:
-        reference = default_policy(model, policy)
-        reference_output = output if reference == policy else run_forward(model, encoded, reference, [])[3]
-        measured = measure_effect(model, encoded.attention_mask, output, reference_output, reference)
+    measured = policy_effect(model, encoded, policy, output) if effect else None
     return Capture(
         model_name=model.name,
         decoder=model.decoder,

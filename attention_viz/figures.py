@@ -146,8 +146,12 @@ def _panel_traces(
     row_name: str = "query",
     col_name: str = "key",
     revealed_rows: int | None = None,
+    max_side: int | None = None,
 ) -> list[go.BaseTraceType]:
     """The traces of one panel: a heatmap plus masked overlay, or one image when large.
+
+    ``max_side`` caps an image's side in cells: larger matrices are max-pooled (see
+    :func:`downsample`).
 
     ``revealed_rows`` (for stepping through a mask) leaves rows from that index on blank.
 
@@ -162,9 +166,10 @@ def _panel_traces(
             allowed_np = allowed_np.copy()
             allowed_np[revealed_rows:] = True
     if values.size > HOVER_CELL_LIMIT:
-        return [go.Image(source=_png_data_uri(values, allowed_np, value_range), hoverinfo="x+y", name="")]
+        return _image_traces(values, allowed_np, value_range, show_scale, max_side, row_name, col_name)
 
-    shown = np.where(np.isfinite(values), values, np.nan)  # -inf (masked score) is drawn as masked
+    # float32 halves the typed-array payload; the values keep 7 significant digits.
+    shown = np.where(np.isfinite(values), values, np.nan).astype(np.float32)  # -inf is drawn as masked
     traces: list[go.BaseTraceType] = [
         go.Heatmap(
             z=shown,
@@ -183,7 +188,7 @@ def _panel_traces(
         )
     ]
     if allowed_np is not None and not allowed_np.all():
-        overlay = np.where(allowed_np, np.nan, 1.0)
+        overlay = np.where(allowed_np, np.nan, 1.0).astype(np.float32)
         traces.append(
             go.Heatmap(
                 z=overlay,
@@ -197,6 +202,91 @@ def _panel_traces(
                 name="masked",
             )
         )
+    return traces
+
+
+def downsample_factor(length: int, max_side: int) -> int:
+    """The integer pooling factor that brings ``length`` cells to at most ``max_side``."""
+    return max(1, math.ceil(length / max_side))
+
+
+def downsample(
+    values: np.ndarray, allowed: np.ndarray | None, max_side: int
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Max-pool a matrix by an integer factor so neither side exceeds ``max_side``.
+
+    Max (not mean) keeps a sharp attention peak visible after pooling; a pooled cell is masked
+    only if every cell in its block was masked.
+
+    Shape: ``values`` and ``allowed`` are ``(Tq, Tk)``; returns ``(ceil(Tq/f), ceil(Tk/f))`` and ``f``.
+    """
+    factor = downsample_factor(max(values.shape), max_side)
+    if factor <= 1:
+        return values, allowed, 1
+    rows, cols = (math.ceil(n / factor) * factor for n in values.shape)
+    padded = np.full((rows, cols), -np.inf)
+    padded[: values.shape[0], : values.shape[1]] = np.where(np.isnan(values), -np.inf, values)
+    pooled = padded.reshape(rows // factor, factor, cols // factor, factor).max(axis=(1, 3))
+    pooled[np.isneginf(pooled)] = np.nan
+    pooled_allowed = None
+    if allowed is not None:
+        padded_allowed = np.zeros((rows, cols), dtype=bool)
+        padded_allowed[: allowed.shape[0], : allowed.shape[1]] = allowed
+        pooled_allowed = padded_allowed.reshape(rows // factor, factor, cols // factor, factor).any(
+            axis=(1, 3)
+        )
+    return pooled, pooled_allowed, factor
+
+
+def _colorbar_trace(value_range: ValueRange) -> go.Scatter:
+    """An invisible trace that only draws the colour bar (images have none of their own)."""
+    return go.Scatter(
+        x=[None],
+        y=[None],
+        mode="markers",
+        hoverinfo="skip",
+        showlegend=False,
+        marker={
+            "colorscale": value_range.colorscale,
+            "cmin": value_range.zmin,
+            "cmax": value_range.zmax,
+            "color": [value_range.zmin],
+            "showscale": True,
+            "colorbar": {"title": {"text": value_range.label}, "thickness": 14},
+        },
+    )
+
+
+def _image_traces(
+    values: np.ndarray,
+    allowed: np.ndarray | None,
+    value_range: ValueRange,
+    show_scale: bool,
+    max_side: int | None,
+    row_name: str,
+    col_name: str,
+) -> list[go.BaseTraceType]:
+    """A large matrix as one PNG image, in token coordinates, optionally max-pooled.
+
+    Shape: ``values`` and ``allowed`` are ``(Tq, Tk)``.
+    """
+    factor = 1
+    if max_side is not None:
+        values, allowed, factor = downsample(values, allowed, max_side)
+    offset = (factor - 1) / 2  # pixel centres sit in the middle of their token block
+    traces: list[go.BaseTraceType] = [
+        go.Image(
+            source=_png_data_uri(values, allowed, value_range),
+            x0=offset,
+            y0=offset,
+            dx=factor,
+            dy=factor,
+            hovertemplate=f"{row_name} %{{y:.0f}}<br>{col_name} %{{x:.0f}}<extra></extra>",
+            name=f"pooled {factor}×{factor}" if factor > 1 else "",
+        )
+    ]
+    if show_scale:
+        traces.append(_colorbar_trace(value_range))
     return traces
 
 
@@ -224,6 +314,7 @@ def head_grid(
     style: FigureStyle = FigureStyle(),
     panel_px: int = 260,
     revealed_rows: int | None = None,
+    max_side: int | None = None,
 ) -> go.Figure:
     """Small multiples: one heatmap per head, sharing one colour scale.
 
@@ -234,6 +325,8 @@ def head_grid(
         allowed: ``(Tq, Tk)`` or ``(H, Tq, Tk)`` bool, True = may attend; masked cells turn grey.
         titles: one per head; defaults to ``head 0``, ``head 1``, ...
         columns: panels per row.
+        revealed_rows: draw only query rows before this index (stepping through a mask).
+        max_side: max-pool panels drawn as images to at most this many cells a side.
 
     Shape: ``matrices`` is ``(H, Tq, Tk)``.
     """
@@ -261,6 +354,7 @@ def head_grid(
             value_range,
             show_scale=head == 0,
             revealed_rows=revealed_rows,
+            max_side=max_side,
         ):
             figure.add_trace(trace, row=head // columns + 1, col=head % columns + 1)
     # Token labels only where they fit: rows on the first column, keys on the bottom row.
@@ -401,3 +495,40 @@ def difference_figure(
     bound = float(finite.abs().max()) if finite.numel() else 1.0
     value_range = ValueRange(-(bound or 1.0), bound or 1.0, DIVERGING, "Δ weight")
     return heatmap(difference, query_tokens, key_tokens, value_range, title=title, style=style)
+
+
+def row_figure(
+    row: torch.Tensor,
+    key_tokens: list[str],
+    allowed: torch.Tensor | None = None,
+    title: str = "",
+    style: FigureStyle = FigureStyle(),
+) -> go.Figure:
+    """One query row as bars: the exact weight on every key, with hover, at any length.
+
+    Shape: ``row`` and ``allowed`` are ``(Tk,)``.
+    """
+    values = _to_numpy(row).astype(np.float32)
+    masked = allowed.detach().cpu().numpy() == 0 if allowed is not None else np.zeros(len(values), bool)
+    labels = [escape_label(token) for token in key_tokens]
+    figure = go.Figure(
+        go.Bar(
+            x=np.arange(len(values)),
+            y=values,
+            customdata=labels,
+            marker_color=np.where(masked, MASKED_COLOUR, "#3b528b").tolist(),
+            hovertemplate="key %{x}: %{customdata}<br>weight %{y:.5f}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title={"text": title, "font": {"size": style.font_size + 1}},
+        height=300,
+        margin={"l": 10, "r": 10, "t": 50 if title else 10, "b": 10},
+        font={"size": style.font_size},
+        xaxis_title="key position",
+        yaxis_title="weight",
+        yaxis_range=[0, 1],
+        bargap=0,
+        plot_bgcolor="white",
+    )
+    return figure

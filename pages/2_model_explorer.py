@@ -7,7 +7,7 @@ import streamlit as st
 
 from attention_viz.capture import parity_delta
 from attention_viz.export import to_csv, to_npz
-from attention_viz.figures import head_grid, heatmap, stage_range
+from attention_viz.figures import downsample_factor, head_grid, heatmap, row_figure, stage_range
 from attention_viz.render import layer_figure, standalone_html
 from attention_viz.rollout import attention_rollout
 from attention_viz.stats import head_statistics
@@ -22,6 +22,10 @@ STAGES = ("weights", "scores", "masked_scores")
 STAGE_LABELS = {"weights": "weights", "scores": "scores (QKᵀ·scale)", "masked_scores": "masked scores"}
 # Rollout needs every layer captured; beyond this length that costs too much memory to do by default.
 ROLLOUT_DEFAULT_MAX_TOKENS = 64
+# Small multiples beyond this many tokens are max-pooled to this side; the focused head never is.
+GRID_MAX_SIDE = 512
+# Beyond this many tokens, cells are too small to hover: offer a query-row picker with exact values.
+ROW_PICKER_MIN_TOKENS = 97
 PARAMS = [
     *model_params("ex", DEFAULT_TEXT),
     Param("ex_layer", "layer", 0, "int", low=0, high=1000),
@@ -101,13 +105,40 @@ with left:
         columns=3,
         style=style,
         panel_px=230 if not presentation else 300,
+        max_side=GRID_MAX_SIDE,
     )
     st.plotly_chart(grid, key="ex_grid_chart")
+    factor = downsample_factor(len(tokens), GRID_MAX_SIDE)
+    if factor > 1:
+        st.caption(
+            f"{len(tokens)} tokens: these small multiples are downsampled {factor}× (each pixel is the "
+            f"maximum of a {factor}×{factor} block). The focused head on the right is at full resolution."
+        )
 with right:
     st.subheader(f"Head {head}")
     st.plotly_chart(
         heatmap(matrices[head], tokens, tokens, value_range, allowed=allowed, style=style),
         key="ex_head_chart",
+    )
+
+if len(tokens) >= ROW_PICKER_MIN_TOKENS:
+    st.session_state["ex_row"] = min(st.session_state.get("ex_row", len(tokens) - 1), len(tokens) - 1)
+    st.number_input(
+        "Inspect one query row (exact values on hover)",
+        min_value=0,
+        max_value=len(tokens) - 1,
+        key="ex_row",
+    )
+    query_row = int(st.session_state["ex_row"])
+    st.plotly_chart(
+        row_figure(
+            captured.weights[item, head, query_row],
+            tokens,
+            allowed[query_row],
+            title=f"Head {head}, query {query_row} “{tokens[query_row]}”: weight on each key",
+            style=style,
+        ),
+        key="ex_row_chart",
     )
 
 delta = parity_delta(result, layer)
@@ -134,13 +165,15 @@ with mean_col:
     )
 with rollout_col:
     st.subheader("Attention rollout")
-    st.toggle(
+    short = len(tokens) <= ROLLOUT_DEFAULT_MAX_TOKENS
+    # Separate keys: on by default for short texts, opt-in (and remembered) for long ones.
+    rollout_on = st.toggle(
         "Compute rollout across all layers",
-        key="ex_rollout",
-        value=len(tokens) <= ROLLOUT_DEFAULT_MAX_TOKENS,
+        key="ex_rollout" if short else "ex_rollout_long",
+        value=short,
         help="Captures every layer: fast for short texts, heavier for long ones.",
     )
-    if st.session_state["ex_rollout"]:
+    if rollout_on:
         everything = run_or_stop(
             lambda: cache.capture(model_name, texts, tuple(range(loaded.num_layers)), policy),
             "Capturing every layer…",
@@ -162,7 +195,7 @@ with rollout_col:
         st.caption("How much each input token reaches each position after all layers (residual share 0.5).")
 
 st.subheader("What the masks change in the output")
-effect = result.effect
+effect = run_or_stop(lambda: cache.effect(model_name, texts, policy), "Comparing with the default masks…")
 if effect is not None and effect.kl is not None:
     real_positions = [i for i, token in enumerate(tokens) if result.attention_mask[item, i]]
     if real_positions:

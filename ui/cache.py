@@ -10,14 +10,16 @@ import streamlit as st
 
 import attention_viz.capture as capture_module
 from attention_viz.capture import Capture
+from attention_viz.effect import OutputEffect
 from attention_viz.loading import LoadedModel, load_model
 from attention_viz.playground import PlaygroundResult, run_playground
 from attention_viz.policy import MaskPolicy
 from attention_viz.stats import head_statistics
 
-# Toy results are tiny; real captures can be tens of MB each, so keep fewer of them.
+# Toy results are tiny; a real capture can reach the memory budget (ATTNVIZ_MEMORY_BUDGET_MB)
+# at 2048 tokens, so keep few of them: the cache holds at most entries × budget.
 PLAYGROUND_CACHE_ENTRIES = 256
-CAPTURE_CACHE_ENTRIES = 24
+CAPTURE_CACHE_ENTRIES = 8
 RESULT_TTL_SECONDS = 3600
 
 
@@ -47,7 +49,14 @@ def capture(model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], po
         padding_side=policy.padding_side,
         window=policy.window,
         max_length=policy.max_length,
+        effect=False,  # measured separately (effect below), so the heatmaps never wait for it
     )
+
+
+@st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def effect(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> OutputEffect:
+    """Cached :func:`attention_viz.capture.effect_of`: what the masks change in the output."""
+    return capture_module.effect_of(model(model_name), list(texts), policy)
 
 
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)

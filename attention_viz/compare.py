@@ -1,0 +1,183 @@
+"""Compare two mask policies on the same text: their weights, the difference B − A, and the output.
+
+Both policies run on the same tokens (same text, model and sequence length), so every cell of
+the difference is one query attending to one key under two sets of masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from attention_viz.capture import Capture
+from attention_viz.errors import UserFacingError
+
+__all__ = [
+    "PRESETS",
+    "Comparison",
+    "Preset",
+    "SidePolicy",
+    "compare_head",
+    "effect_table",
+    "shortest_text",
+    "with_shorter_text",
+]
+
+
+@dataclass(frozen=True)
+class SidePolicy:
+    """The toggles of one side of the comparison.
+
+    Attributes:
+        causal: causal mask on or off; None = the model's own choice (decoder: on, encoder: off).
+        padding_mask: mask padding keys (and leave padding rows empty).
+        window: sliding-window width, 0 = off.
+    """
+
+    causal: bool | None = None  # None = what the model was trained with
+    padding_mask: bool = True  # what a correct pipeline does
+    window: int = 0  # 0 = no sliding window
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A one-click example pair.
+
+    Attributes:
+        label: the button text.
+        a, b: the two sides.
+        needs_padding: the texts must have different lengths (see :func:`with_shorter_text`).
+        padding_side: where the padding goes; left padding lets real tokens see pads under a
+            causal mask, so the difference shows up in real rows.
+    """
+
+    label: str
+    a: SidePolicy
+    b: SidePolicy
+    needs_padding: bool = False
+    padding_side: str = "right"
+
+
+PRESETS: dict[str, Preset] = {
+    "causal": Preset("causal vs no causal", SidePolicy(causal=True), SidePolicy(causal=False)),
+    "padding": Preset(
+        "padding mask vs none",
+        SidePolicy(padding_mask=True),
+        SidePolicy(padding_mask=False),
+        needs_padding=True,
+        padding_side="left",
+    ),
+    "window": Preset("full vs window 4", SidePolicy(window=0), SidePolicy(window=4)),
+}
+
+
+def with_shorter_text(texts: tuple[str, ...]) -> tuple[str, ...]:
+    """The texts, plus a shorter second text (the first half of the first text's words) if needed.
+
+    Texts that already differ in length are kept. A one-word text cannot be shortened, so a
+    two-word text is added instead (the first text is then the padded one).
+
+    >>> with_shorter_text(("the cat sat on the mat",))
+    ('the cat sat on the mat', 'the cat sat')
+    """
+    texts = tuple(text for text in texts if text.strip())
+    if len(texts) >= 2 and len({len(text.split()) for text in texts}) > 1:
+        return texts
+    first = texts[0] if texts else "The cat sat on the mat because it was tired."
+    words = first.split()
+    shorter = " ".join(words[: max(1, len(words) // 2)]) if len(words) > 1 else "Hello there"
+    return (first, shorter)
+
+
+def shortest_text(texts: tuple[str, ...]) -> int:
+    """Index of the text with the fewest words: the one that gets padded."""
+    return min(range(len(texts)), key=lambda index: len(texts[index].split()))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One head of one item under policies A and B.
+
+    Attributes:
+        tokens: ``T`` display tokens (the same for both sides).
+        a, b: ``(T, T)`` attention weights under A and under B.
+        difference: ``(T, T)`` ``b - a``.
+        allowed_a, allowed_b: ``(T, T)`` bool, the mask each side really applied (True = may attend).
+    """
+
+    tokens: list[str]
+    a: torch.Tensor
+    b: torch.Tensor
+    difference: torch.Tensor
+    allowed_a: torch.Tensor
+    allowed_b: torch.Tensor
+
+    @property
+    def max_change(self) -> float:
+        """Largest |B − A| of any cell."""
+        return float(self.difference.abs().max()) if self.difference.numel() else 0.0
+
+
+def compare_head(a: Capture, b: Capture, layer: int, item: int, head: int) -> Comparison:
+    """The weights of one head under two captures of the same tokens, and their difference.
+
+    Shape: each capture's layer weights are ``(B, H, T, T)``; the result's matrices are ``(T, T)``.
+    """
+    if a.input_ids.shape != b.input_ids.shape or not torch.equal(a.input_ids, b.input_ids):
+        raise UserFacingError(
+            "The two sides saw different tokens; give both the same text, model, sequence length "
+            "and padding side."
+        )
+    if not 0 <= item < a.input_ids.shape[0]:
+        raise UserFacingError(f"Text {item} does not exist: there are texts 0–{a.input_ids.shape[0] - 1}.")
+    weights_a = a.layer(layer).weights[item, head].float()  # (T, T)
+    weights_b = b.layer(layer).weights[item, head].float()  # (T, T)
+    return Comparison(
+        tokens=a.tokens[item],
+        a=weights_a,
+        b=weights_b,
+        difference=weights_b - weights_a,
+        allowed_a=a.mask[item, 0],
+        allowed_b=b.mask[item, 0],
+    )
+
+
+def _last_real(result: Capture, item: int) -> int | None:
+    real = result.attention_mask[item].nonzero().flatten()  # (real tokens,)
+    return int(real[-1]) if real.numel() else None
+
+
+def effect_table(sides: dict[str, Capture], item: int) -> pd.DataFrame:
+    """What each policy changes in the output of one text, against the model's default policy.
+
+    Decoder: the mean KL(default ‖ policy) over real positions, the top-1 flips, and the top-1
+    next token at the last real position under the policy and under the default. Encoder: the
+    cosine similarity of the mean-pooled sentence embedding to the default one.
+
+    Returns one row per side, in the order given.
+    """
+    rows = []
+    for name, result in sides.items():
+        effect = result.effect
+        row: dict[str, object] = {"side": name, "masks": result.policy.describe()}
+        if effect is None:
+            rows.append(row)
+            continue
+        row["default"] = effect.reference_label
+        if effect.kl is not None and effect.flips is not None:
+            real = result.attention_mask[item].bool()  # (T,)
+            kl = effect.kl[item][real]  # (real tokens,)
+            row["mean KL vs default"] = float(kl.mean()) if kl.numel() else 0.0
+            row["top-1 flips"] = int(effect.flips[item])
+            last = _last_real(result, item)
+            if last is not None and effect.top_tokens and effect.reference_top_tokens:
+                token, probability = effect.top_tokens[item][last][0]
+                reference, reference_probability = effect.reference_top_tokens[item][last][0]
+                row["next token (this policy)"] = f"{token!r} {probability:.1%}"
+                row["next token (default)"] = f"{reference!r} {reference_probability:.1%}"
+        elif effect.cosine is not None:
+            row["cosine to default"] = float(effect.cosine[item])
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,99 @@
+"""AppTest runs of the Model explorer: each toggle re-runs the real model under that policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from apptest_helpers import axis_ticktext, chart, heatmap_values, run_page
+from streamlit.testing.v1 import AppTest
+from tests_support import ROOT
+
+PAGE = "2_model_explorer.py"
+
+
+@pytest.fixture(scope="module")
+def app():
+    return run_page(PAGE, timeout=180)
+
+
+def grid_panels(app) -> list[np.ndarray]:
+    return heatmap_values(chart(app, "ex_grid_chart"))
+
+
+def test_default_view_shows_every_head_and_the_parity_line(app):
+    assert app.session_state["ex_model"] == "smollm2"
+    assert len(grid_panels(app)) == 9
+    assert any("Parity" in caption.value and "max |Δ|" in caption.value for caption in app.caption)
+    assert len(heatmap_values(chart(app, "ex_head_chart"))) == 1
+    assert app.get("metric"), "the effect panel shows KL and flips"
+
+
+def test_causal_toggle_reruns_the_model(app):
+    app.toggle(key="ex_causal").set_value(False).run()
+    assert not app.exception
+    panels = grid_panels(app)
+    upper = np.triu_indices(panels[0].shape[0], k=1)
+    assert all(panel[upper].sum() > 0 for panel in panels), "without the mask every head sees the future"
+    flips = [metric for metric in app.get("metric") if "flips" in metric.proto.label]
+    assert flips and int(flips[0].proto.body) > 0, "seeing the future changes predictions"
+
+    app.toggle(key="ex_causal").set_value(True).run()
+    for panel in grid_panels(app):
+        assert np.all(panel[upper] == 0.0)
+        np.testing.assert_allclose(panel.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_padding_toggle_zeroes_pad_columns(app):
+    app.text_area(key="ex_text").set_value("The cat sat on the mat because it was tired.\nHi there").run()
+    # Left padding: with right padding a causal model's real tokens never reach the pads anyway.
+    app.radio(key="ex_side").set_value("left").run()
+    app.selectbox(key="ex_item").set_value(1).run()
+    tokens = axis_ticktext(chart(app, "ex_head_chart"))
+    pads = [index for index, token in enumerate(tokens) if token == "[PAD]"]
+    assert pads
+    real = [index for index in range(len(tokens)) if index not in pads]
+    app.toggle(key="ex_padding").set_value(False).run()
+    assert any(panel[np.ix_(real, pads)].sum() > 0 for panel in grid_panels(app))
+    app.toggle(key="ex_padding").set_value(True).run()
+    for panel in grid_panels(app):
+        assert np.all(panel[:, pads] == 0.0)
+    assert tokens[0] == "[PAD]", "left padding puts the pads first"
+    app.radio(key="ex_side").set_value("right").run()
+    app.text_area(key="ex_text").set_value("The cat sat on the mat because it was tired.").run()
+
+
+@pytest.mark.parametrize("length", [1, 4, 20])
+def test_sequence_length_sets_tokens_on_each_axis(app, length):
+    app.slider(key="ex_length").set_value(length).run()
+    assert not app.exception
+    figure = chart(app, "ex_head_chart")
+    assert len(axis_ticktext(figure, "xaxis")) == len(axis_ticktext(figure, "yaxis")) == length
+    assert all(panel.shape == (length, length) for panel in grid_panels(app))
+
+
+@pytest.mark.parametrize("stage", ["scores", "masked_scores", "weights"])
+def test_stages_of_the_real_model(app, stage):
+    app.slider(key="ex_length").set_value(8).run()
+    app.radio(key="ex_stage").set_value(stage).run()
+    assert not app.exception
+    head = heatmap_values(chart(app, "ex_head_chart"))[0]
+    upper = np.triu_indices(8, k=1)
+    if stage == "scores":
+        assert np.isfinite(head[upper]).all(), "scores exist before the mask"
+    else:
+        assert np.isnan(head[upper]).all() or (head[upper] == 0).all()
+    app.radio(key="ex_stage").set_value("weights").run()
+
+
+def test_encoder_and_url_state():
+    app = AppTest.from_file(str(ROOT / "pages" / PAGE), default_timeout=180)
+    app.query_params.update({"model": "minilm", "layer": "99", "head": "-3", "causal": "1", "text": "a b c"})
+    app.run()
+    assert not app.exception
+    assert app.session_state["ex_model"] == "minilm"
+    assert app.session_state["ex_layer"] == 5, "an out-of-range layer falls back to the nearest valid one"
+    panels = grid_panels(app)
+    assert len(panels) == 12
+    upper = np.triu_indices(panels[0].shape[0], k=1)
+    assert all(np.all(panel[upper] == 0) for panel in panels), "causal imposed on an encoder"
+    assert any("Link:" in info.value for info in app.info), "the bad head gets a visible note"
