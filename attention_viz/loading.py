@@ -189,6 +189,11 @@ def _resolve(
             )
         if not Path(resolved).is_dir():
             raise UserFacingError(f"Model directory {name!r} does not exist.")
+        if not any(Path(resolved).glob("*.safetensors")):
+            raise UserFacingError(
+                f"Model directory {name!r} has no .safetensors weights; pickled weights "
+                "(.bin, .pt) are never loaded. Convert them to safetensors first."
+            )
         return Path(resolved), None
     if name not in allowed:
         hint = " Hub ids load only when a host allows them and the hub is reachable." if "/" in name else ""

@@ -1,0 +1,128 @@
+"""Classroom robustness: concurrent captures, strange text, memory budget, security of model names."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from attention_viz.capture import capture, estimate_bytes
+from attention_viz.errors import UserFacingError
+from attention_viz.loading import load_model
+
+STRANGE_TEXTS = {
+    "chinese": "注意力机制是变压器的核心。",
+    "arabic": "الانتباه هو كل ما تحتاجه",
+    "emoji": "cats 🐈‍⬛ love 🎉 attention 👀",
+    "zero_width": "zero\u200bwidth\u200djoin\ufeffer",
+    "combining": "e\u0301le\u0300ve a\u0308 n\u0303",
+    "control": "tab\there\x07bell\x1bescape\rreturn",
+    "html": "<script>alert(1)</script><img src=x onerror=alert(2)>",
+}
+
+
+@pytest.mark.parametrize("model_name", ["smollm2", "minilm"])
+@pytest.mark.parametrize("kind", sorted(STRANGE_TEXTS))
+def test_strange_text_captures_cleanly(model_name, kind, request):
+    loaded = request.getfixturevalue(model_name)
+    result = capture(loaded, STRANGE_TEXTS[kind], layers=[0], effect=False)
+    weights = result.layers[0].weights
+    assert torch.isfinite(weights).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]), atol=1e-5, rtol=0)
+    assert all(isinstance(token, str) and token for token in result.tokens[0])
+
+
+def test_html_stays_literal_in_tokens(smollm2):
+    tokens = capture(smollm2, STRANGE_TEXTS["html"], layers=[0], effect=False).tokens[0]
+    assert "<" in "".join(tokens) and "script" in "".join(tokens)
+
+
+def test_fifty_thousand_characters_are_truncated_with_a_count(minilm):
+    result = capture(minilm, "attention " * 5000, layers=[0], effect=False)
+    assert result.input_ids.shape[1] == minilm.max_positions == 512
+    assert result.truncated[0] > 4000
+
+
+def test_sequence_length_one_and_maximum(smollm2, minilm):
+    assert capture(smollm2, "one two three", layers=[0], max_length=1, effect=False).layers[
+        0
+    ].weights.shape == (
+        1,
+        9,
+        1,
+        1,
+    )
+    full = capture(minilm, "word " * 600, layers=[0], max_length=512, effect=False)
+    assert full.layers[0].weights.shape[-1] == 512
+    with pytest.raises(UserFacingError, match="at most 512"):
+        capture(minilm, "hi", max_length=513)
+
+
+def test_concurrent_captures_equal_sequential_ones(smollm2):
+    jobs = [
+        ({"texts": ["The cat sat on the mat."], "causal": True}),
+        (
+            {
+                "texts": ["A much longer sentence about attention heads and masks.", "Short"],
+                "padding_side": "left",
+            }
+        ),
+        ({"texts": ["Window of three tokens only, please."], "window": 3}),
+        ({"texts": ["No causal mask here at all."], "causal": False}),
+    ] * 2
+
+    def run(job: dict):
+        options = dict(job)
+        texts = options.pop("texts")
+        return capture(smollm2, texts, layers=[0, 7, 29], **options)
+
+    sequential = [run(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(run, jobs))
+    for expected, got in zip(sequential, concurrent, strict=True):
+        assert got.tokens == expected.tokens
+        for layer in (0, 7, 29):
+            assert torch.equal(got.layers[layer].weights, expected.layers[layer].weights)
+        assert torch.equal(got.effect.kl, expected.effect.kl)
+
+
+def test_memory_budget_refuses_with_advice(smollm2, monkeypatch):
+    monkeypatch.setenv("ATTNVIZ_MEMORY_BUDGET_MB", "50")
+    needed = estimate_bytes(30, 9, 200, 1) / 2**20
+    assert needed > 50
+    with pytest.raises(UserFacingError, match=r"budget of 50 MB.*at most \d+ layer"):
+        capture(smollm2, "word " * 300, max_length=200)
+    # One layer fits.
+    assert capture(smollm2, "word " * 300, layers=[3], max_length=200, effect=False).layers[3]
+
+
+@pytest.mark.parametrize(
+    "name", ["../../etc", "/etc", "~/.ssh", "/tmp/../etc/passwd", "org/model", "bad name\x00"]
+)
+def test_model_names_outside_the_allowlist_are_refused(name):
+    with pytest.raises(UserFacingError, match="allowlist"):
+        load_model(name)
+
+
+def test_allowlisted_directory_loads_but_only_from_safetensors(tmp_path, monkeypatch):
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
+    )
+    model_dir = tmp_path / "tiny-bert"
+    model_dir.mkdir()
+    config.save_pretrained(model_dir)
+    torch.save(BertModel(config).state_dict(), model_dir / "pytorch_model.bin")  # pickled weights only
+    (model_dir / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]))
+    monkeypatch.setenv("ATTNVIZ_ALLOWED_MODELS", str(model_dir))
+    with pytest.raises(UserFacingError, match="safetensors"):
+        load_model(str(model_dir))  # pytorch_model.bin is never unpickled
+
+    BertModel(config).save_pretrained(model_dir)
+    (model_dir / "pytorch_model.bin").unlink(missing_ok=True)
+    loaded = load_model(str(model_dir))
+    assert loaded.num_layers == 2 and not loaded.decoder
+    result = capture(loaded, "a b a", effect=False)
+    assert result.layers[1].weights.shape == (1, 2, 5, 5)
