@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-import attention_viz.capture as capture_module
-from attention_viz.capture import Capture
+from attention_viz.capture import Capture, effect_of
+from attention_viz.capture import capture as run_capture
 from attention_viz.effect import OutputEffect
 from attention_viz.loading import LoadedModel, load_model
 from attention_viz.playground import PlaygroundResult, run_playground
@@ -40,7 +40,7 @@ def model(name: str) -> LoadedModel:
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
 def capture(model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], policy: MaskPolicy) -> Capture:
     """Cached :func:`attention_viz.capture.capture` on the shared model."""
-    return capture_module.capture(
+    return run_capture(
         model(model_name),
         list(texts),
         layers=list(layers),
@@ -56,7 +56,7 @@ def capture(model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], po
 @st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
 def effect(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> OutputEffect:
     """Cached :func:`attention_viz.capture.effect_of`: what the masks change in the output."""
-    return capture_module.effect_of(model(model_name), list(texts), policy)
+    return effect_of(model(model_name), list(texts), policy)
 
 
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
