@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from attention_viz.masks import to_additive
-
 __all__ = ["AttentionTrace", "MultiHeadTrace", "multi_head_self_attention", "scaled_dot_product_attention"]
 
 
@@ -85,24 +83,22 @@ def scaled_dot_product_attention(
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
 
-    scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
+    scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # (B, H, Tq, Tk)
     if mask is None:
         mask = torch.ones((), dtype=torch.bool, device=q.device)
-    try:
-        mask = mask.bool().expand_as(scores)  # (B, H, Tq, Tk)
-    except RuntimeError as error:
+    mask = mask.bool()  # kept at its own (broadcastable) shape: T² work, not H·T²
+    if torch.broadcast_shapes(mask.shape, scores.shape) != scores.shape:
         raise ValueError(
             f"The mask of shape {tuple(mask.shape)} does not broadcast to (batch, heads, queries, keys) = "
             f"{tuple(scores.shape)}."
-        ) from error
-    masked_scores = scores + to_additive(mask, scores.dtype)  # -inf where masked
-
-    empty_rows = ~mask.any(dim=-1)  # (B, H, Tq)
-    # A fully masked row would be softmax(-inf, ..., -inf) = NaN. Give it finite placeholder
-    # scores for the softmax, then zero it: such a row attends to nothing, by rule.
-    safe_scores = masked_scores.masked_fill(empty_rows[..., None], 0.0)
-    weights = torch.softmax(safe_scores, dim=-1).masked_fill(empty_rows[..., None], 0.0)
+        )
+    # -inf where masked: the same as scores + to_additive(mask), without a second T² buffer.
+    masked_scores = scores.masked_fill(~mask, float("-inf"))
+    empty_rows = (~mask.any(dim=-1)).expand(scores.shape[:-1])  # (B, H, Tq)
+    # A fully masked row is softmax(-inf, ..., -inf) = NaN; by rule it becomes exactly zero.
+    weights = torch.softmax(masked_scores, dim=-1).masked_fill_(empty_rows[..., None], 0.0)
     output = torch.matmul(weights, v)  # (B, H, Tq, d_v)
+    mask = mask.expand(scores.shape)  # (B, H, Tq, Tk), a view
     return AttentionTrace(
         scores=scores,
         masked_scores=masked_scores,

@@ -231,9 +231,14 @@ def run_forward(
     """
     mask = policy.build(encoded.attention_mask)  # (B, 1, T, T)
     position_ids = position_ids_for(encoded.attention_mask, policy)
+    # The model's own masks with no padding: pass the plain 2-D mask, so transformers' mask
+    # function (registered under our name) lets SDPA use its fast causal / unmasked path in the
+    # layers we do not record. It is exactly the mask above; the recorded layers rebuild it.
+    plain = policy == default_policy(model, policy) and bool(encoded.attention_mask.all())
+    model_mask = encoded.attention_mask if plain else mask
     with model.lock, torch.inference_mode(), recording(layers) as recorder:
         outputs = model.model(
-            input_ids=encoded.input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False
+            input_ids=encoded.input_ids, attention_mask=model_mask, position_ids=position_ids, use_cache=False
         )
     output = outputs.logits if model.decoder else outputs.last_hidden_state
     return mask, position_ids, recorder.records, output

@@ -24,8 +24,15 @@ How it is measured:
   outside the timed region and switched back to ``attention_viz`` afterwards.
 * **Time.** Wall clock of one call under ``torch.inference_mode()``. Per N: one warm-up round,
   then ``--repeats`` rounds (``--long-repeats`` from N = 2048). Each round runs all three cases,
-  in an order that rotates per round, so background load on a shared machine hits every case
-  alike. The table shows medians; a ratio is median / median of the plain forward.
+  in an order that rotates per round. The table shows medians; a ratio is median / median of
+  the plain forward.
+* **Other processes.** On a shared 2-core machine torch spreads each call over both cores, so
+  another process's load slows the call it lands on several times over, not by its share (we
+  saw 6 s become 31 s). :class:`common.OtherLoad` measures how many cores other processes used
+  during each call. Before each call we wait (up to ``--max-wait`` seconds) for a quiet
+  machine; a call that others still disturbed (more than ``--max-other-load`` cores) is re-run
+  (up to ``--retries`` times), and medians use the quiet calls only. A time with no quiet call
+  is marked †.
 * **What the capture's time covers.** The whole ``capture(...)`` call: tokenising, building
   the mask and display tokens included, because that is what a user waits for. The baselines'
   inputs are prepared before their timer starts.
@@ -41,7 +48,7 @@ How it is measured:
 
 Usage::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/capture_cost.py              # about 5 minutes
+    PYTHONPATH=. .venv/bin/python benchmarks/capture_cost.py   # about 3 minutes on a quiet 2-core machine
     PYTHONPATH=. .venv/bin/python benchmarks/capture_cost.py --sizes 128 512 --no-publish
 """
 
@@ -66,7 +73,14 @@ from attention_viz.capture import capture, encode, position_ids_for
 from attention_viz.hooks import ATTENTION_NAME
 from attention_viz.loading import LoadedModel, load_model
 from attention_viz.policy import MaskPolicy
-from benchmarks.common import PeakMemory, describe_machine, markdown_table, publish
+from benchmarks.common import (
+    OtherLoad,
+    PeakMemory,
+    describe_machine,
+    markdown_table,
+    publish,
+    wait_for_quiet,
+)
 
 SECTION = "capture-cost"  # README section and benchmarks/out/ file name
 MODEL = "smollm2"
@@ -97,19 +111,45 @@ class Inputs:
     additive_mask: torch.Tensor  # (1, 1, N, N) float32, 0 = attend, finfo.min = masked: for eager
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One timed call."""
+
+    seconds: float
+    peak_mb: float  # largest increase of resident memory during the call
+    other_cores: float | None  # cores other processes kept busy meanwhile; None = unknown
+
+    def quiet(self, max_other_cores: float) -> bool:
+        return self.other_cores is None or self.other_cores <= max_other_cores
+
+
 @dataclass
 class Timings:
-    """Seconds and peak-memory increases (MB) of the timed rounds of each case at one N."""
+    """The samples of each case at one N; times come from the quiet ones where there are any."""
 
-    seconds: dict[str, list[float]] = field(default_factory=lambda: {case: [] for case in CASES})
-    peak_mb: dict[str, list[float]] = field(default_factory=lambda: {case: [] for case in CASES})
+    max_other_cores: float  # a sample is quiet when other processes used at most this many cores
+    samples: dict[str, list[Sample]] = field(default_factory=lambda: {case: [] for case in CASES})
+    discarded: list[Sample] = field(default_factory=list)  # calls re-run because others were busy
+    waited: float = 0.0  # seconds spent waiting for other processes to quieten down
     checks: str = ""
 
+    def counted(self, case: str) -> list[Sample]:
+        """The quiet samples, or all of them when none was quiet (see :meth:`contended`)."""
+        quiet = [sample for sample in self.samples[case] if sample.quiet(self.max_other_cores)]
+        return quiet or self.samples[case]
+
+    def contended(self, case: str) -> bool:
+        """True when no sample of ``case`` was quiet, so its time is inflated by other processes."""
+        return not any(sample.quiet(self.max_other_cores) for sample in self.samples[case])
+
     def median(self, case: str) -> float:
-        return statistics.median(self.seconds[case])
+        return statistics.median(sample.seconds for sample in self.counted(case))
 
     def ratio(self, case: str) -> float:
         return self.median(case) / self.median("plain")
+
+    def peak_mb(self, case: str) -> float:
+        return max(sample.peak_mb for sample in self.samples[case])
 
 
 def long_text(tokenizer, tokens: int) -> str:
@@ -164,19 +204,40 @@ def attention_implementation(model: LoadedModel, name: str) -> Iterator[None]:
         model.model.set_attn_implementation(ATTENTION_NAME)
 
 
-def measure(model: LoadedModel, case: str, call: Callable, keep: Callable | None = None):
-    """Time one call and its peak memory increase; ``keep`` picks what of the result to return.
+def measure(
+    model: LoadedModel, case: str, call: Callable, keep: Callable | None = None
+) -> tuple[Sample, object]:
+    """Time one call, its peak memory increase and others' load; ``keep`` picks what to return.
 
-    Returns ``(seconds, peak_mb, kept)``; the rest of the result is freed before returning.
+    Returns ``(sample, kept)``; the rest of the call's result is freed first.
     """
     with attention_implementation(model, IMPLEMENTATION[case]), PeakMemory() as memory:
-        start = time.perf_counter()
-        with torch.inference_mode():
-            result = call()
-        seconds = time.perf_counter() - start
+        with OtherLoad() as load:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                result = call()
+            seconds = time.perf_counter() - start
         kept = keep(result) if keep else None
         del result
-    return seconds, memory.peak_mb, kept
+    return Sample(seconds, memory.peak_mb, load.cores), kept
+
+
+def measure_quietly(
+    model: LoadedModel, case: str, call: Callable, timings: Timings, options: argparse.Namespace
+) -> Sample:
+    """Wait for other processes to quieten down, measure, and re-run a call they disturbed.
+
+    At most ``options.retries`` re-runs; the last sample is kept, quiet or not, and the
+    discarded ones go to ``timings.discarded``.
+    """
+    for attempt in range(options.retries + 1):
+        timings.waited += wait_for_quiet(options.max_other_load, timeout=options.max_wait)
+        sample, _ = measure(model, case, call)
+        if sample.quiet(options.max_other_load) or attempt == options.retries:
+            break
+        timings.discarded.append(sample)
+    timings.samples[case].append(sample)
+    return sample
 
 
 def check(inputs: Inputs, layer: int, kept: dict[str, dict]) -> str:
@@ -191,10 +252,12 @@ def check(inputs: Inputs, layer: int, kept: dict[str, dict]) -> str:
     return f"N = {inputs.length}: max |Δ| layer {layer} weights {weights:.1e}, logits plain vs eager {logits:.1e}"
 
 
-def run_length(model: LoadedModel, length: int, layer: int, repeats: int, plain_mask: str) -> Timings:
-    """One warm-up round (used for the checks), then ``repeats`` timed rounds in rotating order."""
+def run_length(model: LoadedModel, length: int, layer: int, options: argparse.Namespace) -> Timings:
+    """One warm-up round (used for the checks), then the timed rounds, in rotating order."""
+    repeats = options.long_repeats if length >= TARGET_LENGTH else options.repeats
+    print(f"N = {length}: warm-up and {repeats} timed rounds", flush=True)
     inputs = prepare(model, length)
-    measured = calls(model, inputs, layer, plain_mask)
+    measured = calls(model, inputs, layer, options.plain_mask)
     keepers = {
         "plain": lambda out: {"logits": out.logits},
         "capture": lambda out: {
@@ -204,35 +267,60 @@ def run_length(model: LoadedModel, length: int, layer: int, repeats: int, plain_
         },
         "eager": lambda out: {"logits": out.logits, "weights": out.attentions[layer]},
     }
-    kept = {case: measure(model, case, measured[case], keepers[case])[2] for case in CASES}
-    timings = Timings(checks=check(inputs, layer, kept))
+    kept = {case: measure(model, case, measured[case], keepers[case])[1] for case in CASES}
+    timings = Timings(max_other_cores=options.max_other_load, checks=check(inputs, layer, kept))
     del kept
     for round_index in range(repeats):
         shift = round_index % len(CASES)
+        notes = []
         for case in CASES[shift:] + CASES[:shift]:
-            seconds, peak_mb, _ = measure(model, case, measured[case])
-            timings.seconds[case].append(seconds)
-            timings.peak_mb[case].append(peak_mb)
-        print(
-            f"  N={length} round {round_index + 1}/{repeats}: "
-            + ", ".join(f"{case} {timings.seconds[case][-1]:.2f} s" for case in CASES),
-            flush=True,
-        )
+            discarded = len(timings.discarded)
+            sample = measure_quietly(model, case, measured[case], timings, options)
+            others = "" if sample.other_cores is None else f", others {sample.other_cores:.1f} cores"
+            rerun = len(timings.discarded) - discarded
+            notes.append(f"{case} {sample.seconds:.2f} s ({sample.peak_mb:.0f} MB{others}, {rerun} re-runs)")
+        print(f"  N={length} round {round_index + 1}/{repeats}: " + ", ".join(notes), flush=True)
     return timings
 
 
 def verdict(results: dict[int, Timings]) -> str:
     if TARGET_LENGTH not in results:
         return f"not measured (N = {TARGET_LENGTH} was not run)"
-    ratio = results[TARGET_LENGTH].ratio("capture")
-    return f"**{'met' if ratio <= TARGET_RATIO else 'missed'}** ({ratio:.2f}×)"
+    timings = results[TARGET_LENGTH]
+    ratio = timings.ratio("capture")
+    doubt = (
+        "; unreliable, other processes disturbed every call of one side (†): run again"
+        if timings.contended("plain") or timings.contended("capture")
+        else ""
+    )
+    return f"**{'met' if ratio <= TARGET_RATIO else 'missed'}** ({ratio:.2f}×{doubt})"
+
+
+def contention(results: dict[int, Timings], options: argparse.Namespace) -> str:
+    """How busy other processes kept the machine, and how many calls were re-run for it."""
+    samples = [sample for timings in results.values() for case in CASES for sample in timings.samples[case]]
+    loads = [sample.other_cores for sample in samples if sample.other_cores is not None]
+    if not loads:
+        return "- Load from other processes: not measured (no /proc/stat); nothing was re-run."
+    quiet = sum(sample.quiet(options.max_other_load) for sample in samples)
+    discarded = sum(len(timings.discarded) for timings in results.values())
+    waited = sum(timings.waited for timings in results.values())
+    return (
+        "- Other processes: torch spreads each call over every core, so load from other processes "
+        "slows a call by far more than its share. Each call waited (up to "
+        f"{options.max_wait:g} s) until others used at most {options.max_other_load} cores, and a "
+        f"call they still disturbed was re-run (up to {options.retries} times). {quiet} of "
+        f"{len(samples)} timed calls were quiet, {discarded} re-run, {waited:.0f} s spent "
+        "waiting; times are medians of the quiet calls. † marks a time with no quiet call, "
+        "inflated by other processes."
+    )
 
 
 def report(
     results: dict[int, Timings],
     layer: int,
     model: LoadedModel,
-    args: argparse.Namespace,
+    options: argparse.Namespace,
     machine: dict[str, str],
     elapsed: float,
 ) -> str:
@@ -248,33 +336,40 @@ def report(
         "peak MB capture",
         "peak MB eager",
     ]
+
+    def seconds(timings: Timings, case: str) -> str:
+        mark = "†" if timings.contended(case) else ""
+        return f"{timings.median(case):.2f}{mark}"
+
     rows = [
         [
             length,
-            f"{timings.median('plain'):.2f}",
-            f"{timings.median('capture'):.2f}",
+            seconds(timings, "plain"),
+            seconds(timings, "capture"),
             f"{timings.ratio('capture'):.2f}×",
-            f"{timings.median('eager'):.2f}",
+            seconds(timings, "eager"),
             f"{timings.ratio('eager'):.2f}×",
-            *(f"{max(timings.peak_mb[case]):.0f}" for case in CASES),
+            *(f"{timings.peak_mb(case):.0f}" for case in CASES),
         ]
         for length, timings in sorted(results.items())
     ]
     plain_mask = (
-        "the capture's 4-D boolean mask (policy.build)"
-        if args.plain_mask == "4d"
-        else "the 2-D attention_mask (transformers builds the mask)"
+        "the capture's 4-D boolean mask (`policy.build`)"
+        if options.plain_mask == "4d"
+        else "the 2-D `attention_mask` (transformers builds the mask)"
     )
-    repeats = f"{args.repeats} rounds" + (
-        f" ({args.long_repeats} from N = {TARGET_LENGTH})" if args.long_repeats != args.repeats else ""
+    repeats = f"{options.repeats} rounds" + (
+        f" ({options.long_repeats} from N = {TARGET_LENGTH})"
+        if options.long_repeats != options.repeats
+        else ""
     )
     lines = [
         f"Capturing layer {layer} of {model.name} ({model.num_layers} layers, {model.num_heads} heads) "
         f"with `capture(..., layers=[{layer}], max_length=N, effect=False)`, against the same model "
         "and input with transformers' `sdpa` attention, and with `eager` attention and "
-        "`output_attentions=True`. Median of "
-        f"{repeats} after a warm-up; ratio = time / plain forward; peak MB = largest increase of "
-        "resident memory during one call. Produced by `benchmarks/capture_cost.py`.",
+        f"`output_attentions=True`. Median of {repeats} after a warm-up; ratio = time / plain "
+        "forward; peak MB = largest increase of resident memory during one call. Made by "
+        "`benchmarks/capture_cost.py`.",
         "",
         markdown_table(headers, rows),
         "",
@@ -285,6 +380,7 @@ def report(
         "- Checks (same input ids and mask in all three cases): "
         + "; ".join(timings.checks for _, timings in sorted(results.items()))
         + ".",
+        contention(results, options),
         "- Machine: " + "; ".join(f"{key} {value}" for key, value in machine.items()) + ".",
         f"- The whole benchmark took {elapsed:.0f} s, model load included.",
     ]
@@ -296,14 +392,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="sequence lengths N")
     parser.add_argument("--layer", type=int, default=None, help="layer to capture (default: the middle one)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per N below 2048")
-    parser.add_argument("--long-repeats", type=int, default=2, help=f"timed rounds from N = {TARGET_LENGTH}")
+    parser.add_argument("--long-repeats", type=int, default=3, help=f"timed rounds from N = {TARGET_LENGTH}")
     parser.add_argument(
         "--plain-mask", choices=("4d", "2d"), default="4d", help="mask given to the plain SDPA forward"
     )
+    parser.add_argument(
+        "--max-other-load",
+        type=float,
+        default=0.3,
+        help="re-run a call during which other processes used more cores than this",
+    )
+    parser.add_argument("--retries", type=int, default=2, help="re-runs allowed per call")
+    parser.add_argument(
+        "--max-wait", type=float, default=10.0, help="seconds to wait for a quiet machine before each call"
+    )
     parser.add_argument("--no-publish", action="store_true", help="print only; write no files")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.long_repeats < 1:
-        parser.error("--repeats and --long-repeats must be at least 1.")
+    if args.repeats < 1 or args.long_repeats < 1 or args.retries < 0:
+        parser.error("--repeats and --long-repeats must be at least 1, --retries at least 0.")
     return args
 
 
@@ -315,9 +421,7 @@ def main(argv: list[str] | None = None) -> dict[int, Timings]:
     layer = model.num_layers // 2 if args.layer is None else model.check_layers([args.layer])[0]
     results = {}
     for length in sorted(args.sizes):
-        repeats = args.long_repeats if length >= TARGET_LENGTH else args.repeats
-        print(f"N = {length}: warm-up and {repeats} timed rounds", flush=True)
-        results[length] = run_length(model, length, layer, repeats, args.plain_mask)
+        results[length] = run_length(model, length, layer, args)
     body = report(results, layer, model, args, machine, time.perf_counter() - started)
     if args.no_publish:
         print(body)

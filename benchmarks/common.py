@@ -3,6 +3,8 @@
 * :func:`describe_machine` names the CPU, cores, library versions and torch threads, so a
   number is never read without the machine it came from.
 * :class:`PeakMemory` measures how far this process's resident memory rose during a block.
+* :class:`OtherLoad` measures how many cores other processes kept busy meanwhile: on a shared
+  machine that is what makes one run of the same call several times slower than the next.
 * :func:`markdown_table` formats rows; :func:`publish` writes a result to ``benchmarks/out/``
   and into README.md between ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->``.
 """
@@ -16,14 +18,17 @@ import os
 import platform
 import re
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
     "OUT_DIR",
     "README",
+    "OtherLoad",
     "PeakMemory",
     "describe_machine",
+    "wait_for_quiet",
     "markdown_table",
     "publish",
     "replace_section",
@@ -33,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 README = REPO_ROOT / "README.md"
 OUT_DIR = REPO_ROOT / "benchmarks" / "out"
 MB = 2**20
-_NUMBER = re.compile(r"^[-+]?[\d.,]+(e[-+]?\d+)?\s*[×%]?$")  # a table cell that is a number
+_NUMBER = re.compile(r"^[-+]?[\d.,]+(e[-+]?\d+)?\s*[×%]?[†*]?$")  # a number, maybe with a unit or mark
 
 
 def _cpu_model() -> str:
@@ -195,3 +200,57 @@ class PeakMemory:
             self._thread.join()
             peak = self._sampled
         self.peak_mb = max(0, peak - self._start) / MB
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (``/proc/stat``), or None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...: everything but idle and iowait is busy.
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """Cores kept busy by *other* processes during a ``with`` block, on average (Linux).
+
+    All busy CPU time from ``/proc/stat`` minus this process's own (every thread), divided by
+    the wall time. ``cores`` stays None where ``/proc/stat`` is missing. Its resolution is one
+    clock tick (10 ms), so it means little for blocks much shorter than a second.
+    """
+
+    def __init__(self) -> None:
+        self.cores: float | None = None
+        self._start: tuple[float | None, float, float] = (None, 0.0, 0.0)
+
+    def __enter__(self) -> OtherLoad:
+        own = os.times()
+        self._start = (_busy_cpu_seconds(), own.user + own.system, time.perf_counter())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        busy_start, own_start, wall_start = self._start
+        busy = _busy_cpu_seconds()
+        own = os.times()
+        wall = time.perf_counter() - wall_start
+        if busy is None or busy_start is None or wall <= 0:
+            return
+        others = (busy - busy_start) - (own.user + own.system - own_start)
+        self.cores = max(0.0, others) / wall
+
+
+def wait_for_quiet(max_other_cores: float, timeout: float, window: float = 0.25) -> float:
+    """Wait until other processes use at most ``max_other_cores`` cores over ``window`` seconds.
+
+    Gives up after ``timeout`` seconds. Returns the seconds waited (0 where ``/proc/stat`` is
+    missing, as there is nothing to wait for).
+    """
+    started = time.perf_counter()
+    while True:
+        with OtherLoad() as load:
+            time.sleep(window)
+        waited = time.perf_counter() - started
+        if load.cores is None or load.cores <= max_other_cores or waited >= timeout:
+            return waited

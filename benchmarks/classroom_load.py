@@ -1,0 +1,307 @@
+"""Classroom load test: many students on one server at once, each in a real browser session.
+
+Starts ``streamlit run app.py`` on a free localhost port, opens SESSIONS browser contexts in one
+headless Chromium (each its own Streamlit session), and has every session, at the same time:
+
+1. open the Model explorer (smollm2) with its own two texts (a padded batch),
+2. switch ``Causal mask`` off, then ``Padding mask`` off (two toggles, each timed from the click
+   to the updated chart),
+3. type a new text of its own (Ctrl+Enter), and switch ``Causal mask`` back on (timed).
+
+Then it checks that there were zero errors (exception boxes, console errors, timeouts, requests
+to other hosts) and that every session ends in its own state (its URL, its text box and its
+chart's tokens carry its own text, with the toggles it set), and reports p50/p95 toggle latency
+and the server's peak memory (RSS of the server process, sampled every 50 ms).
+
+    .venv/bin/python benchmarks/classroom_load.py --sessions 30     # the full run (README figures)
+
+The test suite runs a short version (tests/load/test_classroom_load.py, 10 sessions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+STEP_TIMEOUT_MS = 180_000  # one step may wait behind every other session's forward pass
+CHART = ".st-key-ex_head_chart .js-plotly-plot"
+CHART_SIGNATURE_JS = f"""
+() => {{
+    const el = document.querySelector('{CHART}');
+    if (!el || !el.data || !el.data.length) return null;
+    const ticks = (el.layout.xaxis && el.layout.xaxis.ticktext) || [];
+    return JSON.stringify(el.data[0].z).length + '|' + JSON.stringify(el.data[0].z).slice(0, 400)
+        + '|' + ticks.join(' ');
+}}
+"""
+IDLE_JS = """
+() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    return app !== null && app.dataset.testScriptState === "notRunning"
+        && document.querySelector('[data-stale="true"]') === null;
+}
+"""
+
+
+@dataclass
+class SessionReport:
+    index: int
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(port: int) -> tuple[subprocess.Popen, Path]:
+    log = Path(tempfile.mkstemp(prefix="attnviz-load-", suffix=".log")[1])
+    command = [
+        sys.executable, "-m", "streamlit", "run", "app.py",
+        "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+        "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return process, log
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("streamlit did not become healthy in 90 s")
+
+
+class MemorySampler(threading.Thread):
+    """Samples the RSS of a process (and its children) until stopped; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                rss = self.process.memory_info().rss + sum(
+                    child.memory_info().rss for child in self.process.children(recursive=True)
+                )
+                self.peak = max(self.peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+
+def text_for(index: int, final: bool) -> str:
+    """Two lines of different lengths, so the batch is padded and the padding toggle matters."""
+    animal = "dogs" if final else "cats"
+    return f"Student {index} writes that {animal} number {index} sat on mat {index}.\n{animal} {index}"
+
+
+async def timed_toggle(page, key: str, label: str, report: SessionReport) -> None:
+    """Click a toggle like a person and time it until the head chart shows new data."""
+    before = await page.evaluate(CHART_SIGNATURE_JS)
+    start = time.perf_counter()
+    await page.locator(f".st-key-{key}").get_by_text(label, exact=True).click()
+    await page.wait_for_function(
+        f"(before) => ({CHART_SIGNATURE_JS})() !== before && ({IDLE_JS})()",
+        arg=before,
+        timeout=STEP_TIMEOUT_MS,
+        polling=50,
+    )
+    report.latencies.append(time.perf_counter() - start)
+
+
+async def run_session(browser, base_url: str, index: int) -> SessionReport:
+    report = SessionReport(index)
+    context = await browser.new_context(viewport={"width": 1300, "height": 900})
+    page = await context.new_page()
+
+    def on_console(message) -> None:
+        # Streamlit probes <page>/_stcore/* on deep links and falls back to the root: not ours.
+        if message.type == "error" and "404" not in message.text:
+            report.errors.append(f"console: {message.text[:200]}")
+
+    def on_request(request) -> None:
+        host = urllib.parse.urlparse(request.url).hostname
+        if request.url.startswith(("http", "ws")) and host not in ("127.0.0.1", "localhost"):
+            report.errors.append(f"external request: {request.url[:120]}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: report.errors.append(f"page error: {error}"))
+    page.on("request", on_request)
+    try:
+        # The chart shows the shorter text (item 1), left-padded: every toggle changes what it shows.
+        query = urllib.parse.urlencode(
+            {"model": "smollm2", "text": text_for(index, final=False), "item": "1", "side": "left"}
+        )
+        await page.goto(f"{base_url}/model_explorer?{query}", timeout=STEP_TIMEOUT_MS)
+        await page.wait_for_selector(CHART, timeout=STEP_TIMEOUT_MS)
+        await page.wait_for_function(IDLE_JS, timeout=STEP_TIMEOUT_MS, polling=100)
+        await timed_toggle(page, "ex_causal", "Causal mask", report)
+        await timed_toggle(page, "ex_padding", "Padding mask", report)
+
+        box = page.locator(".st-key-ex_text textarea")
+        await box.click()
+        await box.press("Control+a")
+        await box.fill(text_for(index, final=True))
+        before = await page.evaluate(CHART_SIGNATURE_JS)
+        await box.press("Control+Enter")
+        await page.wait_for_function(
+            f"(before) => ({CHART_SIGNATURE_JS})() !== before && ({IDLE_JS})()",
+            arg=before,
+            timeout=STEP_TIMEOUT_MS,
+            polling=50,
+        )
+        await timed_toggle(page, "ex_causal", "Causal mask", report)
+
+        # Every session must end in its own state.
+        params = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+        expected = {"text": [text_for(index, final=True)], "causal": ["1"], "padding": ["0"]}
+        for name, value in expected.items():
+            if params.get(name) != value:
+                report.errors.append(f"state: URL {name}={params.get(name)} (expected {value})")
+        if await box.input_value() != text_for(index, final=True):
+            report.errors.append("state: the text box lost this session's text")
+        signature = await page.evaluate(CHART_SIGNATURE_JS)
+        if f"{index}" not in (signature or "") or "dogs" not in (signature or ""):
+            report.errors.append("state: the chart does not show this session's tokens")
+        if await page.locator('[data-testid="stException"]').count():
+            report.errors.append("the app shows an exception")
+    except Exception as error:  # a timeout or a crash is one error of this session, reported
+        report.errors.append(f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+    finally:
+        await context.close()
+    return report
+
+
+async def drive(base_url: str, sessions: int) -> list[SessionReport]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            return await asyncio.gather(*(run_session(browser, base_url, i) for i in range(sessions)))
+        finally:
+            await browser.close()
+
+
+@dataclass
+class LoadResult:
+    sessions: int
+    reports: list[SessionReport]
+    peak_rss_mb: float
+    baseline_rss_mb: float
+    seconds: float
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"session {r.index}: {e}" for r in self.reports for e in r.errors]
+
+    @property
+    def latencies(self) -> list[float]:
+        return sorted(latency for report in self.reports for latency in report.latencies)
+
+    def percentile(self, share: float) -> float:
+        values = self.latencies
+        return values[min(len(values) - 1, round(share * (len(values) - 1)))] if values else float("nan")
+
+    def table(self) -> str:
+        rows = [
+            ("sessions at once", f"{self.sessions}"),
+            ("errors", f"{len(self.errors)}"),
+            (
+                "sessions ending in their own state",
+                f"{sum(not r.errors for r in self.reports)}/{self.sessions}",
+            ),
+            ("toggles timed", f"{len(self.latencies)}"),
+            ("toggle latency p50", f"{self.percentile(0.5):.2f} s"),
+            ("toggle latency p95", f"{self.percentile(0.95):.2f} s"),
+            ("toggle latency max", f"{max(self.latencies, default=float('nan')):.2f} s"),
+            ("mean of toggles", f"{statistics.fmean(self.latencies):.2f} s" if self.latencies else "n/a"),
+            ("server RSS before / peak", f"{self.baseline_rss_mb:,.0f} MB / {self.peak_rss_mb:,.0f} MB"),
+            ("wall time", f"{self.seconds:.0f} s"),
+        ]
+        return "\n".join(["| measure | value |", "| --- | --- |", *(f"| {a} | {b} |" for a, b in rows)])
+
+
+def run_load_test(sessions: int) -> LoadResult:
+    """Start a server, warm the model, drive ``sessions`` browser sessions at once, stop the server."""
+    port = free_port()
+    process, log = start_server(port)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        # One warm-up session loads (and, on a cold cache, converts) the shared model first.
+        asyncio.run(drive(base_url, 1))
+        sampler = MemorySampler(process.pid)
+        baseline = psutil.Process(process.pid).memory_info().rss
+        sampler.start()
+        start = time.perf_counter()
+        reports = asyncio.run(drive(base_url, sessions))
+        seconds = time.perf_counter() - start
+        sampler.stopped.set()
+        sampler.join()
+        return LoadResult(sessions, list(reports), sampler.peak / 2**20, baseline / 2**20, seconds)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=30)
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args()
+    result = run_load_test(args.sessions)
+    table = result.table()
+    print(table)
+    for error in result.errors[:20]:
+        print("error:", error)
+    if args.readme:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from common import publish
+
+        load = os.getloadavg()[0]
+        publish("classroom-load", f"{table}\n\nLoad average when the run ended: {load:.2f}.")
+    sys.exit(1 if result.errors else 0)
+
+
+if __name__ == "__main__":
+    main()
