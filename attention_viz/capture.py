@@ -13,7 +13,7 @@ import torch
 
 from attention_viz.effect import OutputEffect, measure_effect
 from attention_viz.errors import UserFacingError
-from attention_viz.hooks import LayerRecord, recording
+from attention_viz.hooks import AllLayersRecorded, LayerRecord, recording
 from attention_viz.loading import LoadedModel
 from attention_viz.masks import to_additive
 from attention_viz.policy import MaskPolicy
@@ -222,12 +222,14 @@ def parity_delta(result: Capture, layer: int) -> float:
 
 
 def run_forward(
-    model: LoadedModel, encoded: Encoded, policy: MaskPolicy, layers: list[int]
-) -> tuple[torch.Tensor, torch.Tensor, dict[int, LayerRecord], torch.Tensor]:
+    model: LoadedModel, encoded: Encoded, policy: MaskPolicy, layers: list[int], need_output: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, dict[int, LayerRecord], torch.Tensor | None]:
     """One forward pass under ``policy``, recording ``layers``.
 
     Returns ``(mask (B,1,T,T), position_ids (B,T), records, output)`` where output is the logits
-    ``(B, T, V)`` of a decoder or the last hidden state ``(B, T, D)`` of an encoder.
+    ``(B, T, V)`` of a decoder or the last hidden state ``(B, T, D)`` of an encoder. With
+    ``need_output=False`` the pass stops right after the last recorded layer (the later layers
+    cannot change it) and output is None: a capture of layer 0 then costs a fraction of a forward.
     """
     mask = policy.build(encoded.attention_mask)  # (B, 1, T, T)
     position_ids = position_ids_for(encoded.attention_mask, policy)
@@ -236,11 +238,19 @@ def run_forward(
     # layers we do not record. It is exactly the mask above; the recorded layers rebuild it.
     plain = policy == default_policy(model, policy) and bool(encoded.attention_mask.all())
     model_mask = encoded.attention_mask if plain else mask
-    with model.lock, torch.inference_mode(), recording(layers) as recorder:
-        outputs = model.model(
-            input_ids=encoded.input_ids, attention_mask=model_mask, position_ids=position_ids, use_cache=False
-        )
-    output = outputs.logits if model.decoder else outputs.last_hidden_state
+    stop_early = not need_output and bool(layers)
+    output = None
+    with model.lock, torch.inference_mode(), recording(layers, stop_when_done=stop_early) as recorder:
+        try:
+            outputs = model.model(
+                input_ids=encoded.input_ids,
+                attention_mask=model_mask,
+                position_ids=position_ids,
+                use_cache=False,
+            )
+            output = outputs.logits if model.decoder else outputs.last_hidden_state
+        except AllLayersRecorded:
+            pass
     return mask, position_ids, recorder.records, output
 
 
@@ -303,7 +313,7 @@ def capture(
         raise UserFacingError(str(error)) from error
     encoded = encode(model, texts, policy)
     check_budget(model, len(layers), encoded.input_ids.shape[1], len(texts))
-    mask, position_ids, records, output = run_forward(model, encoded, policy, layers)
+    mask, position_ids, records, output = run_forward(model, encoded, policy, layers, need_output=effect)
 
     measured = policy_effect(model, encoded, policy, output) if effect else None
     return Capture(

@@ -12,7 +12,9 @@ import pandas as pd
 import torch
 
 from attention_viz.capture import Capture
+from attention_viz.effect import OutputEffect
 from attention_viz.errors import UserFacingError
+from attention_viz.policy import MaskPolicy
 
 __all__ = [
     "PRESETS",
@@ -144,34 +146,36 @@ def compare_head(a: Capture, b: Capture, layer: int, item: int, head: int) -> Co
     )
 
 
-def _last_real(result: Capture, item: int) -> int | None:
-    real = result.attention_mask[item].nonzero().flatten()  # (real tokens,)
-    return int(real[-1]) if real.numel() else None
-
-
-def effect_table(sides: dict[str, Capture], item: int) -> pd.DataFrame:
+def effect_table(
+    sides: dict[str, tuple[MaskPolicy, OutputEffect | None]], attention_mask: torch.Tensor, item: int
+) -> pd.DataFrame:
     """What each policy changes in the output of one text, against the model's default policy.
 
     Decoder: the mean KL(default ‖ policy) over real positions, the top-1 flips, and the top-1
     next token at the last real position under the policy and under the default. Encoder: the
     cosine similarity of the mean-pooled sentence embedding to the default one.
 
+    Args:
+        sides: per side name, its policy and its effect (from ``capture.effect_of``; None = not measured).
+        attention_mask: ``(B, T)`` 1 = real token, of the batch both sides ran on.
+        item: the text to report.
+
     Returns one row per side, in the order given.
     """
+    real = attention_mask[item].bool()  # (T,)
+    positions = real.nonzero().flatten()  # (real tokens,)
+    last = int(positions[-1]) if positions.numel() else None
     rows = []
-    for name, result in sides.items():
-        effect = result.effect
-        row: dict[str, object] = {"side": name, "masks": result.policy.describe()}
+    for name, (policy, effect) in sides.items():
+        row: dict[str, object] = {"side": name, "masks": policy.describe()}
         if effect is None:
             rows.append(row)
             continue
         row["default"] = effect.reference_label
         if effect.kl is not None and effect.flips is not None:
-            real = result.attention_mask[item].bool()  # (T,)
             kl = effect.kl[item][real]  # (real tokens,)
             row["mean KL vs default"] = float(kl.mean()) if kl.numel() else 0.0
             row["top-1 flips"] = int(effect.flips[item])
-            last = _last_real(result, item)
             if last is not None and effect.top_tokens and effect.reference_top_tokens:
                 token, probability = effect.top_tokens[item][last][0]
                 reference, reference_probability = effect.reference_top_tokens[item][last][0]

@@ -433,7 +433,10 @@ def heatmap(
 
 
 def _plural(noun: str) -> str:
-    return noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    """English plural of an axis noun: "query" → "queries", "key" → "keys"."""
+    if noun.endswith("y") and noun[-2:-1] not in tuple("aeiou"):
+        return noun[:-1] + "ies"
+    return noun + "s"
 
 
 def mask_figure(

@@ -317,24 +317,31 @@ def thumbnail_figure(
         ticktext=[f"head {head}" for head in range(heads)],
         tickangle=-90,
         side="top",
+        tickfont={"size": style.font_size},  # pinned: the margins below are sized for this font
         showgrid=False,
         zeroline=False,
         range=[-1.5, heads * step - 0.5],  # one spare pixel a side keeps outlines whole
+        constrain="domain",
+        constraintoward="left",
         ticks="",
     )
     figure.update_yaxes(
         tickmode="array",
         tickvals=ys,
         ticktext=[f"layer {layer}" for layer in thumbs.layers],
+        tickfont={"size": style.font_size},
         showgrid=False,
         zeroline=False,
         range=[rows * step - 0.5, -1.5],  # row 0 at the top, like the image
+        # In a column narrower than the figure, plotly shrinks the grid; keep it under its labels.
+        constrain="domain",
+        constraintoward="top",
         ticks="",
         scaleanchor="x",
     )
     # Fixed margins (no automargin) and a plot area with the image's own aspect ratio, so the
     # square-pixel constraint leaves no blank band around the grid.
-    label_px = 5 * style.font_size  # room for "layer 29" and the upright "head 8"
+    label_px = 4 * style.font_size + 12  # room for "layer 29" and the upright "head 8"
     margin = {"l": label_px, "r": 8, "t": label_px, "b": 8}
     image_height, image_width = thumbs.rgb.shape[:2]
     plot_width = width_px

@@ -30,7 +30,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from attention_viz.attention import AttentionTrace, scaled_dot_product_attention
 
-__all__ = ["ATTENTION_NAME", "LayerRecord", "Recorder", "recording", "register"]
+__all__ = ["ATTENTION_NAME", "AllLayersRecorded", "LayerRecord", "Recorder", "recording", "register"]
 
 ATTENTION_NAME = "attention_viz"
 
@@ -54,11 +54,26 @@ class LayerRecord:
     scale: float
 
 
+class AllLayersRecorded(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by a recorder with ``stop_when_done`` once every requested layer is recorded.
+
+    It ends the forward pass early: the layers after the last requested one cannot change what
+    was recorded. :func:`attention_viz.capture.run_forward` catches it.
+    """
+
+
 @dataclass
 class Recorder:
-    """Collects :class:`LayerRecord` for the requested zero-based layer indices."""
+    """Collects :class:`LayerRecord` for the requested zero-based layer indices.
+
+    Attributes:
+        layers: zero-based layers to record.
+        stop_when_done: end the forward (with :class:`AllLayersRecorded`) after the last of them.
+        records: filled during the forward.
+    """
 
     layers: frozenset[int]
+    stop_when_done: bool = False
     records: dict[int, LayerRecord] = field(default_factory=dict)
 
 
@@ -68,9 +83,13 @@ _ACTIVE: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def recording(layers: list[int]) -> Iterator[Recorder]:
-    """Record the given layers during the forward passes run inside this block."""
-    recorder = Recorder(layers=frozenset(layers))
+def recording(layers: list[int], stop_when_done: bool = False) -> Iterator[Recorder]:
+    """Record the given layers during the forward passes run inside this block.
+
+    With ``stop_when_done`` the forward raises :class:`AllLayersRecorded` as soon as every
+    requested layer has been recorded (the caller catches it and has no model output).
+    """
+    recorder = Recorder(layers=frozenset(layers), stop_when_done=stop_when_done)
     token = _ACTIVE.set(recorder)
     try:
         yield recorder
@@ -131,6 +150,8 @@ def attention_forward(
     recorder.records[layer] = LayerRecord(
         trace=trace, query=query, key=key_expanded, kv_head=kv_head.cpu(), scale=float(scale)
     )
+    if recorder.stop_when_done and len(recorder.records) == len(recorder.layers):
+        raise AllLayersRecorded
     return trace.output.transpose(1, 2).contiguous(), trace.weights  # (B, T, H, d)
 
 

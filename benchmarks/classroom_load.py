@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import os
 import socket
 import statistics
@@ -50,6 +51,7 @@ CHROMIUM_ARGS = [
 ]
 STEP_TIMEOUT_MS = 180_000  # one step may wait behind every other session's forward pass
 CHART = ".st-key-ex_head_chart .js-plotly-plot"
+EVIDENCE = ROOT / "benchmarks" / "out" / "load-failures"
 CHART_SIGNATURE_JS = f"""
 () => {{
     const el = document.querySelector('{CHART}');
@@ -145,6 +147,17 @@ async def timed_toggle(page, key: str, label: str, report: SessionReport) -> Non
     report.latencies.append(time.perf_counter() - start)
 
 
+async def save_evidence(page, index: int) -> None:
+    """A screenshot and the visible text of a failed session, for the report."""
+    EVIDENCE.mkdir(parents=True, exist_ok=True)
+    try:
+        await page.screenshot(path=str(EVIDENCE / f"session-{index}.png"))
+        text = await page.evaluate("document.body.innerText")
+        (EVIDENCE / f"session-{index}.txt").write_text(f"{page.url}\n\n{text}")
+    except Exception:  # noqa: BLE001 (evidence is best effort; the error is already recorded)
+        pass
+
+
 async def run_session(browser, base_url: str, index: int) -> SessionReport:
     report = SessionReport(index)
     context = await browser.new_context(viewport={"width": 1300, "height": 900})
@@ -203,6 +216,7 @@ async def run_session(browser, base_url: str, index: int) -> SessionReport:
             report.errors.append("the app shows an exception")
     except Exception as error:  # a timeout or a crash is one error of this session, reported
         report.errors.append(f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+        await save_evidence(page, index)
     finally:
         await context.close()
     return report
@@ -258,6 +272,16 @@ class LoadResult:
         return "\n".join(["| measure | value |", "| --- | --- |", *(f"| {a} | {b} |" for a, b in rows)])
 
 
+def run_in_own_loop(coroutine):
+    """Run ``coroutine`` on a fresh event loop in a worker thread.
+
+    Playwright's sync API (used by the e2e fixtures in the same pytest run) keeps an event loop
+    running on the main thread, where ``asyncio.run`` would refuse to start.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def run_load_test(sessions: int) -> LoadResult:
     """Start a server, warm the model, drive ``sessions`` browser sessions at once, stop the server."""
     port = free_port()
@@ -265,12 +289,12 @@ def run_load_test(sessions: int) -> LoadResult:
     base_url = f"http://127.0.0.1:{port}"
     try:
         # One warm-up session loads (and, on a cold cache, converts) the shared model first.
-        asyncio.run(drive(base_url, 1))
+        run_in_own_loop(drive(base_url, 1))
         sampler = MemorySampler(process.pid)
         baseline = psutil.Process(process.pid).memory_info().rss
         sampler.start()
         start = time.perf_counter()
-        reports = asyncio.run(drive(base_url, sessions))
+        reports = run_in_own_loop(drive(base_url, sessions))
         seconds = time.perf_counter() - start
         sampler.stopped.set()
         sampler.join()

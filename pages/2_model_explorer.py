@@ -12,7 +12,7 @@ from attention_viz.render import layer_figure, standalone_html
 from attention_viz.rollout import attention_rollout
 from attention_viz.stats import head_statistics
 from ui import cache
-from ui.chrome import display_settings, model_or_stop, run_or_stop
+from ui.chrome import cut_notes, display_settings, model_or_stop, run_or_stop
 from ui.controls import mask_controls, model_params, model_picker, texts_of
 from ui.state import Param, publish, restore, show_notes
 
@@ -85,9 +85,7 @@ tokens = result.tokens[item]
 matrices = captured.stage(stage)[item]  # (H, T, T)
 allowed = result.mask[item, 0]  # (T, T)
 value_range = stage_range(stage, matrices, style.palette)
-for text, cut in zip(result.texts, result.truncated, strict=True):
-    if cut:
-        st.info(f"{cut} token(s) of “{text[:40]}…” were cut by the sequence length.")
+cut_notes(result.texts, result.truncated)
 
 left, right = st.columns([3, 2])
 with left:

@@ -8,7 +8,7 @@ from typing import TypeVar
 import streamlit as st
 
 from attention_viz.errors import UserFacingError
-from attention_viz.figures import PALETTES, FigureStyle
+from attention_viz.figures import PALETTES, FigureStyle, escape_markdown
 from attention_viz.loading import BUNDLED, LoadedModel, needs_conversion
 from ui import cache
 
@@ -72,3 +72,11 @@ def run_or_stop(task: Callable[[], T], message: str = "Running the model…") ->
         st.error(str(error))
         st.stop()
         raise
+
+
+def cut_notes(texts: tuple[str, ...] | list[str], truncated: list[int]) -> None:
+    """Say which texts lost tokens to the sequence length (the text is shown literally)."""
+    for text, cut in zip(texts, truncated, strict=True):
+        if cut:
+            shown = escape_markdown(text[:40]) + ("…" if len(text) > 40 else "")
+            st.info(f"{cut} token(s) of “{shown}” were cut by the sequence length.")

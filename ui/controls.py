@@ -30,11 +30,13 @@ def texts_of(raw: str) -> tuple[str, ...]:
 
 
 def model_picker(prefix: str) -> str:
+    """The bundled-model select box. Picking another model resets ``Causal mask`` to that model's own choice."""
     return st.selectbox(
         "Model",
         tuple(BUNDLED),
         key=f"{prefix}_model",
         format_func=lambda name: f"{name} · {BUNDLED[name].description}",
+        on_change=lambda: st.session_state.pop(f"{prefix}_causal", None),
     )
 
 
@@ -52,14 +54,9 @@ def mask_controls(
     length until the user moves it.
     """
     causal_key, length_key = f"{prefix}_causal", f"{prefix}_length"
-    model_key = f"{prefix}_model"
-    # Switching model resets the causal toggle to what that model does by itself.
-    if st.session_state.get(causal_key) is None or st.session_state.get(f"_{prefix}_model_seen") not in (
-        None,
-        st.session_state.get(model_key),
-    ):
+    # Unset (first visit, or the user just picked another model): start at the model's own choice.
+    if st.session_state.get(causal_key) is None:
         st.session_state[causal_key] = decoder
-    st.session_state[f"_{prefix}_model_seen"] = st.session_state.get(model_key)
     natural_length = max(1, min(natural_length, max_length))
     previous_natural = st.session_state.get(f"_{prefix}_natural")
     current = st.session_state.get(length_key)

@@ -13,6 +13,8 @@ from typing import Any
 
 import streamlit as st
 
+from attention_viz.figures import escape_markdown
+
 # A URL value longer than this is refused: texts this long belong in the text box, not a link.
 MAX_PARAM_CHARS = 4000
 
@@ -52,7 +54,10 @@ class Param:
                 return False
             raise ValueError("expected on or off")
         if self.kind == "int":
-            value = int(raw.strip())  # ValueError for non-numbers
+            try:
+                value = int(raw.strip())
+            except ValueError:
+                raise ValueError("expected a whole number") from None
             if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
                 raise ValueError(f"expected a number from {self.low} to {self.high}")
             return value
@@ -85,23 +90,30 @@ def restore(page: str, params: Sequence[Param]) -> list[str]:
             if not values:
                 continue
             if len(values) > 1:
-                notes.append(f"`{param.url}` was given {len(values)} times; the first one is used.")
+                notes.append(f"“{param.url}” was given {len(values)} times; the first one is used.")
             try:
                 st.session_state[param.key] = param.parse(values[0])
             except ValueError as reason:
-                notes.append(f"`{param.url}` was ignored ({reason}); the default is used.")
+                notes.append(
+                    f"“{param.url}” was ignored ({escape_markdown(str(reason))}); the default is used."
+                )
                 st.session_state[param.key] = param.initial()
         known = {param.url for param in params}
         unknown = sorted(name for name in current if name not in known)
         if unknown and len(unknown) <= 5:
             notes.append(
-                f"Unknown link parameters ignored: {', '.join(f'`{name[:40]}`' for name in unknown)}."
+                "Unknown link parameters ignored: "
+                + ", ".join(f"“{escape_markdown(name[:40])}”" for name in unknown)
+                + "."
             )
         elif unknown:
             notes.append(f"{len(unknown)} unknown link parameters were ignored.")
         st.session_state[applied_key] = current
     for param in params:
-        st.session_state.setdefault(param.key, param.initial())
+        # Re-assigning (not setdefault) keeps the value of a widget that this run does not draw
+        # (e.g. hidden in presentation mode): Streamlit drops the state of undrawn widgets.
+        value = st.session_state.get(param.key)
+        st.session_state[param.key] = param.initial() if value is None else value
     return notes
 
 
@@ -125,6 +137,9 @@ def publish(page: str, params: Sequence[Param], skip: Callable[[Param], bool] | 
 
 
 def show_notes(notes: list[str]) -> None:
-    """Tell the user which link parameters were not used."""
+    """Tell the user which link parameters were not used.
+
+    Notes never repeat a raw URL value, and names are escaped: a link cannot inject markdown.
+    """
     for note in notes:
         st.info("Link: " + note, icon="🔗")

@@ -8,22 +8,34 @@ Fixtures:
                       root, where the server always starts so that .streamlit/config.toml applies.
     browser           (session) Debian's /usr/bin/chromium driven by Playwright. If it is missing,
                       the tests are skipped, or fail when CI=true.
-    browser_page      (function) a ``BrowserPage``: a fresh 1400x1000 page, plus the lists
-                      ``external_requests`` (requests to any host but 127.0.0.1/localhost) and
-                      ``console_errors`` (console errors and uncaught page errors). At teardown
-                      both lists must be empty, or the test errors. A test that provokes an error
-                      on purpose checks it and then clears the list.
+    open_browser_page (function) a factory: each call opens a fresh, watched browser context
+                      (a new "person": no cookies, no session) and returns its ``BrowserPage``.
+    browser_page      (function) the first ``BrowserPage`` of the test (1400x1000).
     page              (function) ``browser_page.page``, for tests that only need the page.
 
-Helper:
+What a ``BrowserPage`` watches, in every page of its context (see ``BrowserPage.problems``):
+    * requests, failed requests and websockets to any host but 127.0.0.1/localhost/::1
+      (such requests are also aborted, so nothing ever leaves the machine);
+    * failed requests to the app's own server;
+    * browser-console errors and uncaught page errors;
+    * JavaScript dialogs (alert/confirm/prompt): the app never opens one, so one means
+      injected script ran.
+    At teardown every watched page must be free of these, or the test errors. A test that
+    provokes one on purpose checks it and then clears the list. On a failure a screenshot of
+    every page goes to tests/e2e/artifacts/.
+
+Helpers:
     wait_for_app(page, plots=0)  waits until Streamlit has connected and finished running the
                       script, and until at least ``plots`` Plotly charts are drawn. Call it after
                       ``page.goto`` and after every interaction that reruns the script.
+    read_plot, wait_for_plot, wait_for_plot_change   a chart's figure data, as the browser holds it.
+    click_toggle / type_into_text_area  drive widgets the way a person does.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -31,7 +43,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -58,8 +70,22 @@ CHROMIUM_ARGS = [
 ]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LOCAL_SCHEMES = {"data", "blob", "about"}
+# Any http(s) URL whose host is not local: such requests are recorded, then aborted.
+EXTERNAL_HTTP = re.compile(r"^https?://(?!(?:127\.0\.0\.1|localhost|\[::1\])(?::\d+)?(?:[/?#]|$))", re.I)
+EXTERNAL_WS = re.compile(r"^wss?://(?!(?:127\.0\.0\.1|localhost|\[::1\])(?::\d+)?(?:[/?#]|$))", re.I)
+VIEWPORT = {"width": 1400, "height": 1000}
 SERVER_START_TIMEOUT_S = 60.0
 APP_TIMEOUT_MS = 60_000
+
+# Streamlit's frontend, opened at a deep link such as /model_explorer, first looks for its
+# server under the page's path (GET /model_explorer/_stcore/health and .../host-config), gets
+# 404s, which Chromium logs as console errors "Failed to load resource: ... 404", and then
+# falls back to the root. That is Streamlit's own start-up, not the app's. We forgive exactly
+# those two probes: a 404 *response* (seen via the "response" event) on one of these two
+# paths below a page path, and the console line Chromium logs for that very URL. The root's
+# own /_stcore/health or /_stcore/host-config failing, or any other 404, stays an error.
+STREAMLIT_PROBE_PATH = re.compile(r"^/[^?#]+/_stcore/(?:health|host-config)$")
+FAILED_RESOURCE_404 = "Failed to load resource: the server responded with a status of 404"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -67,6 +93,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if here in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Keep each phase's report on the item, so fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"e2e_report_{report.when}", report)
+    return report
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -154,12 +188,59 @@ def browser():
 
 
 @dataclass
+class ConsoleError:
+    """A console error or uncaught page error; ``url`` is the resource a load error is about."""
+
+    kind: str  # "console" or "page error"
+    text: str
+    url: str = ""
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" ({self.url}:{self.line})" if self.url else ""
+        return f"{self.kind}: {self.text}{where}"
+
+
+@dataclass
 class BrowserPage:
-    """A page plus what it did that a test must not allow by accident."""
+    """A page (in its own browser context) plus what it did that a test must not allow by accident."""
 
     page: object  # playwright.sync_api.Page; imported lazily so collection works without it
+    context: object  # playwright.sync_api.BrowserContext
     external_requests: list[str] = field(default_factory=list)
-    console_errors: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    console: list[ConsoleError] = field(default_factory=list)
+    # URLs of Streamlit's deep-link probes that the server answered with 404 (see STREAMLIT_PROBE_PATH).
+    probe_404s: set[str] = field(default_factory=set)
+
+    @property
+    def console_errors(self) -> list[str]:
+        """Console and page errors, without the console lines of Streamlit's deep-link probes."""
+        return [str(error) for error in self.console if not self._is_probe_404(error)]
+
+    def _is_probe_404(self, error: ConsoleError) -> bool:
+        # Both must hold: the line is Chromium's 404 message, and its URL got a probe's 404 response.
+        return (
+            error.kind == "console"
+            and error.text.startswith(FAILED_RESOURCE_404)
+            and error.url in self.probe_404s
+        )
+
+    def problems(self) -> list[str]:
+        """Everything this page did that no test allows, one message per kind; empty if clean."""
+        found = []
+        if self.external_requests:
+            found.append(
+                "requests to hosts other than the app's own server:\n  " + "\n  ".join(self.external_requests)
+            )
+        if self.failed_requests:
+            found.append("failed requests to the app's server:\n  " + "\n  ".join(self.failed_requests))
+        if self.dialogs:
+            found.append("JavaScript dialogs opened (injected script ran?):\n  " + "\n  ".join(self.dialogs))
+        if self.console_errors:
+            found.append("browser console errors:\n  " + "\n  ".join(self.console_errors))
+        return found
 
 
 def _is_external(url: str) -> bool:
@@ -169,15 +250,8 @@ def _is_external(url: str) -> bool:
     return parts.hostname not in LOCAL_HOSTS
 
 
-@pytest.fixture
-def browser_page(browser) -> Iterator[BrowserPage]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    seen = BrowserPage(page=page)
-
-    def on_request(request) -> None:
-        if _is_external(request.url):
-            seen.external_requests.append(f"{request.method} {request.url}")
+def _watch(page, seen: BrowserPage) -> None:
+    """Record what one page of a watched context does (events that exist per page only)."""
 
     def on_websocket(websocket) -> None:
         if _is_external(websocket.url):
@@ -186,29 +260,96 @@ def browser_page(browser) -> Iterator[BrowserPage]:
     def on_console(message) -> None:
         if message.type == "error":
             location = message.location or {}
-            where = f" ({location.get('url')}:{location.get('lineNumber')})" if location.get("url") else ""
-            seen.console_errors.append(f"console: {message.text}{where}")
+            seen.console.append(
+                ConsoleError("console", message.text, location.get("url") or "", location.get("lineNumber"))
+            )
 
     def on_page_error(error) -> None:
-        seen.console_errors.append(f"page error: {error}")
+        seen.console.append(ConsoleError("page error", str(error)))
 
-    page.on("request", on_request)
+    def on_dialog(dialog) -> None:
+        seen.dialogs.append(f"{dialog.type}: {dialog.message!r} on {page.url}")
+        dialog.dismiss()  # a handled dialog must be closed, or the page would hang on it
+
     page.on("websocket", on_websocket)
     page.on("console", on_console)
     page.on("pageerror", on_page_error)
+    page.on("dialog", on_dialog)
 
-    yield seen
+
+def _open_context(browser) -> BrowserPage:
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    seen = BrowserPage(page=None, context=context)
+
+    def on_request(request) -> None:
+        if _is_external(request.url):
+            seen.external_requests.append(f"{request.method} {request.url}")
+
+    def on_request_failed(request) -> None:
+        failure = f"{request.method} {request.url}: {request.failure}"
+        if _is_external(request.url):
+            # Usually already recorded as a request; a failure is listed too, so none slips by.
+            if not any(request.url in line for line in seen.external_requests):
+                seen.external_requests.append(f"FAILED {failure}")
+        else:
+            seen.failed_requests.append(failure)
+
+    def on_response(response) -> None:
+        parts = urlsplit(response.url)
+        if (
+            response.status == 404
+            and parts.hostname in LOCAL_HOSTS
+            and STREAMLIT_PROBE_PATH.match(parts.path)
+        ):
+            seen.probe_404s.add(response.url)
+
+    # Context events cover every page of the context (popups too) and its workers.
+    context.on("request", on_request)
+    context.on("requestfailed", on_request_failed)
+    context.on("response", on_response)
+    context.on("page", lambda page: _watch(page, seen))
+    # Nothing may leave the machine, even when a test provokes a leak: record it, then abort it.
+    context.route(EXTERNAL_HTTP, lambda route: route.abort("blockedbyclient"))
+
+    # A routed websocket fires no "websocket" event on the page, so it is recorded here.
+    def refuse_websocket(socket) -> None:
+        seen.external_requests.append(f"WEBSOCKET {socket.url}")
+        socket.close()
+
+    context.route_web_socket(EXTERNAL_WS, refuse_websocket)
+    seen.page = context.new_page()
+    return seen
+
+
+@pytest.fixture
+def open_browser_page(browser, request: pytest.FixtureRequest) -> Iterator[Callable[[], BrowserPage]]:
+    """A factory for watched pages, each in a new browser context; all are checked at teardown."""
+    opened: list[BrowserPage] = []
+
+    def open_page() -> BrowserPage:
+        opened.append(_open_context(browser))
+        return opened[-1]
+
+    yield open_page
 
     # Snapshot before closing: closing the page drops the websocket, which is not the test's fault.
-    external, errors = list(seen.external_requests), list(seen.console_errors)
-    context.close()
-    problems = []
-    if external:
-        problems.append("requests to hosts other than the app's own server:\n  " + "\n  ".join(external))
-    if errors:
-        problems.append("browser console errors:\n  " + "\n  ".join(errors))
+    problems = [problem for seen in opened for problem in seen.problems()]
+    call = getattr(request.node, "e2e_report_call", None)
+    if call is None or call.failed or problems:
+        for index, seen in enumerate(opened):
+            try:
+                screenshot(seen.page, f"{request.node.name}-{index}")
+            except Exception as error:  # a screenshot is a courtesy; never hide the real failure
+                print(f"e2e: no screenshot of page {index}: {error}")
+    for seen in opened:
+        seen.context.close()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def browser_page(open_browser_page) -> BrowserPage:
+    return open_browser_page()
 
 
 @pytest.fixture
@@ -221,12 +362,14 @@ def page(browser_page: BrowserPage):
 _APP_IDLE_JS = """
 (plots) => {
     const app = document.querySelector('[data-testid="stApp"]');
-    return app !== null
+    const idle = app !== null
         && app.dataset.testConnectionState === "CONNECTED"
         && app.dataset.testScriptState === "notRunning"
         && document.querySelector('[data-stale="true"]') === null
-        && document.querySelector('[data-testid="stSkeleton"], [data-testid="stAppSkeleton"]') === null
-        && document.querySelectorAll(".js-plotly-plot").length >= plots;
+        && document.querySelector('[data-testid="stSkeleton"], [data-testid="stAppSkeleton"]') === null;
+    // A run that ended in an exception draws no more charts: stop waiting and report it.
+    return idle && (document.querySelectorAll(".js-plotly-plot").length >= plots
+                    || document.querySelector('[data-testid="stException"]') !== null);
 }
 """
 
@@ -257,9 +400,144 @@ def wait_for_app(page, plots: int = 0, *, allow_exception: bool = False, timeout
             pytest.fail("the app shows an exception:\n" + "\n---\n".join(exceptions.all_inner_texts()))
 
 
+# Reads the chart drawn for the Streamlit element with key KEY (its container has the class
+# st-key-KEY). Plotly keeps the figure on the div: el.data (traces) and el.layout. Streamlit
+# sends numpy arrays in plotly's binary form, {dtype: "f4", bdata: <base64>, shape: "6, 6"},
+# which we decode here ourselves, so the numbers are exactly what the server sent; plain
+# nested arrays and typed-array rows are read as they are. NaN (a blank cell) becomes null.
+_READ_PLOT_JS = """
+(key) => {
+    const el = document.querySelector(`.st-key-${key} .js-plotly-plot`);
+    if (el === null || !Array.isArray(el.data) || el.data.length === 0) return null;
+    const types = {f4: Float32Array, f8: Float64Array, i1: Int8Array, u1: Uint8Array,
+                   i2: Int16Array, u2: Uint16Array, i4: Int32Array, u4: Uint32Array};
+    const clean = (v) => (typeof v === "number" && !Number.isNaN(v) ? v : null);
+    const matrix = (z) => {
+        if (z === undefined || z === null) return null;
+        if (typeof z.bdata === "string") {
+            const bytes = Uint8Array.from(atob(z.bdata), (c) => c.charCodeAt(0));
+            const flat = Array.from(new types[z.dtype](bytes.buffer), clean);
+            const shape = String(z.shape).split(",").map(Number);
+            const width = shape.length > 1 ? shape[1] : flat.length;
+            const rows = [];
+            for (let i = 0; i < flat.length; i += width) rows.push(flat.slice(i, i + width));
+            return rows;
+        }
+        return Array.from(z, (row) => Array.from(row, clean));
+    };
+    // Subplots draw their x tick labels in groups classed xtick, x2tick, x3tick...: take the
+    // first x axis that shows any (in a grid of heads only the bottom row has them).
+    const drawn = {};
+    for (const t of el.querySelectorAll("g[class] > text")) {
+        const match = /^x(\\d*)tick$/.exec(t.parentNode.getAttribute("class"));
+        if (match) (drawn[Number(match[1] || 1)] ??= []).push(t.textContent);
+    }
+    const firstDrawn = Object.keys(drawn).map(Number).sort((a, b) => a - b)[0];
+    const rendered = firstDrawn === undefined ? [] : drawn[firstDrawn];
+    const axis = el.layout.xaxis || {};
+    const ticktext = Array.isArray(axis.ticktext) ? axis.ticktext.map(String) : [];
+    // Plotly labels are pseudo-HTML: what a label shows is its text with entities decoded.
+    const entities = {"&lt;": "<", "&gt;": ">", "&amp;": "&", "&quot;": '"', "&#39;": "'"};
+    const shows = (label) => label.replace(/&(?:lt|gt|amp|quot|#39);/g, (e) => entities[e]);
+    return {
+        z: el.data.map((trace) => matrix(trace.z)),
+        names: el.data.map((trace) => trace.name || ""),
+        ticktext: ticktext,
+        rendered_ticks: rendered,
+        drawn: JSON.stringify(rendered) === JSON.stringify(ticktext.map(shows)),
+    };
+}
+"""
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One chart's figure data as the browser holds it.
+
+    Attributes:
+        z: per trace, the rows of its ``z`` matrix (``None`` for NaN, i.e. a blank cell).
+        names: per trace, its name ("masked" for the grey overlay of masked cells).
+        ticktext: the first x axis's tick labels, as sent (plotly pseudo-HTML, e.g. ``&lt;``).
+        rendered_ticks: the x tick labels drawn in the SVG, as a person reads them (first x axis
+            that shows labels).
+        drawn: the SVG already shows ``ticktext`` (Plotly draws a moment after taking new data).
+    """
+
+    z: list
+    names: list
+    ticktext: list
+    rendered_ticks: list
+    drawn: bool
+
+    @property
+    def rows(self) -> int:
+        return len(self.z[0])
+
+
+def read_plot(page, key: str) -> Plot | None:
+    """The figure data of the Plotly chart of the Streamlit element with ``key``, or None."""
+    data = page.evaluate(_READ_PLOT_JS, key)
+    return Plot(**data) if data else None
+
+
+def wait_for_plot(page, key: str, condition: str, arg=None, timeout_ms: int = APP_TIMEOUT_MS) -> Plot:
+    """Wait until chart ``key`` exists and the JavaScript ``condition`` holds; return its data.
+
+    ``condition`` is an expression over ``plot`` (the object ``read_plot`` returns, snake_case
+    fields) and ``arg``, e.g. ``"plot.ticktext.length === arg"``.
+    """
+    handle = page.wait_for_function(
+        f"""([key, arg]) => {{
+            const plot = ({_READ_PLOT_JS})(key);
+            return plot !== null && ({condition}) && plot;
+        }}""",
+        arg=[key, arg],
+        timeout=timeout_ms,
+        polling=100,
+    )
+    return Plot(**handle.json_value())
+
+
+def wait_for_plot_change(page, key: str, before: Plot | None, timeout_ms: int = APP_TIMEOUT_MS) -> Plot:
+    """Wait until chart ``key`` holds other values or tick labels than ``before``; return the new data."""
+    old = None if before is None else [before.z, before.ticktext]
+    same = "JSON.stringify([plot.z, plot.ticktext]) !== JSON.stringify(arg)"
+    return wait_for_plot(page, key, same, old, timeout_ms)
+
+
+def upper_triangle(matrix: list[list[float | None]]) -> list[float | None]:
+    """The cells above the diagonal (key after query): what a causal mask hides."""
+    return [value for row, values in enumerate(matrix) for value in values[row + 1 :]]
+
+
+def switch(page, label: str):
+    """The toggle with this exact label (its input has role "switch")."""
+    return page.get_by_role("switch", name=label, exact=True)
+
+
+def click_toggle(page, label: str) -> None:
+    """Click the visible switch track of the toggle labelled ``label``, as a person would.
+
+    The real ``<input role="switch">`` is visually hidden; the track is the first ``div`` in the
+    toggle's ``<label>``, left of the label text.
+    """
+    toggle = page.get_by_test_id("stCheckbox").filter(has=switch(page, label))
+    track = toggle.locator("label > div").first
+    track.click()
+
+
+def type_into_text_area(page, label: str, text: str) -> None:
+    """Replace a text area's content by typing, then apply it with Ctrl+Enter like a person."""
+    box = page.get_by_role("textbox", name=label)
+    box.click()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type(text)
+    page.keyboard.press("ControlOrMeta+Enter")
+
+
 def screenshot(page, name: str) -> Path:
     """Save a full-page screenshot to tests/e2e/artifacts/NAME.png and return its path."""
     ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
+    path = ARTIFACTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:120]}.png"
     page.screenshot(path=str(path), full_page=True)
     return path

@@ -1,0 +1,206 @@
+"""Padding lab: a padded batch on a real model, the masks it used, and what leaks without them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import streamlit as st
+
+from attention_viz.figures import ValueRange, heatmap, mask_figure, stage_range
+from attention_viz.leak import leak_frame, leak_meter, shade_padding
+from ui import cache
+from ui.chrome import cut_notes, display_settings, model_or_stop, run_or_stop
+from ui.controls import mask_controls, model_params, model_picker, texts_of
+from ui.state import Param, publish, restore, show_notes
+
+PAGE = "padding_lab"
+DEFAULT_TEXT = (
+    "Cats purr.\nThe dog barked at the mailman.\nA storm rolled in over the old harbour last night."
+)
+MIN_TEXTS, MAX_TEXTS = 2, 4
+# Left is the default here: it is what batched generation uses, and under a causal mask it is
+# the side where a forgotten attention_mask lets real tokens see the pads.
+PARAMS = [
+    *(replace(p, default="left") if p.key == "pl_side" else p for p in model_params("pl", DEFAULT_TEXT)),
+    Param("pl_layer", "layer", 0, "int", low=0, high=1000),
+    Param("pl_head", "head", 0, "int", low=0, high=1000),
+]
+
+notes = restore(PAGE, PARAMS)
+style, presentation = display_settings()
+st.title("Padding lab")
+st.caption(
+    "Sentences of different lengths are batched by padding the short ones with [PAD] tokens. "
+    "Here a real model runs on such a batch: see the mask each sentence used, its attention, and "
+    "how much attention leaks onto the padding when the padding mask is off."
+)
+show_notes(notes)
+
+top = st.columns([1, 2])
+with top[0]:
+    model_name = model_picker("pl")
+with top[1]:
+    st.text_area(
+        f"Sentences ({MIN_TEXTS}–{MAX_TEXTS}, one per line, of different lengths)",
+        key="pl_text",
+        height=100 if not presentation else 120,
+    )
+texts = texts_of(st.session_state["pl_text"])
+loaded = model_or_stop(model_name)
+if len(texts) < MIN_TEXTS:
+    st.warning(
+        f"Type at least {MIN_TEXTS} sentences of different lengths, one per line: "
+        + ("with one sentence there is nothing to pad, so there is no padding to show." if texts else "")
+    )
+    st.stop()
+if len(texts) > MAX_TEXTS:
+    st.warning(
+        f"{len(texts)} sentences were given; the lab shows at most {MAX_TEXTS} side by side, so only "
+        f"the first {MAX_TEXTS} are used."
+    )
+    texts = texts[:MAX_TEXTS]
+
+natural = run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…")
+policy = mask_controls("pl", loaded.decoder, natural, loaded.max_positions, show_window=not presentation)
+
+st.session_state["pl_layer"] = min(max(0, int(st.session_state["pl_layer"])), loaded.num_layers - 1)
+st.session_state["pl_head"] = min(max(0, int(st.session_state["pl_head"])), loaded.num_heads - 1)
+
+# Every layer: the leak meter reads all of them, the heatmaps one.
+result = run_or_stop(
+    lambda: cache.capture(model_name, texts, tuple(range(loaded.num_layers)), policy),
+    "Running every layer of the model…",
+)
+publish(PAGE, PARAMS)
+
+pads = result.pad_rows.sum(dim=1).tolist()  # (B,) padding tokens per text
+reals = result.attention_mask.sum(dim=1).tolist()  # (B,) real tokens per text
+if not any(pads):
+    st.info(
+        "No sentence is padded at this sequence length (they all have the same number of tokens, "
+        "or the length cuts them all). Make the sentences differ in length or raise the sequence length."
+    )
+cut_notes(result.texts, result.truncated)
+
+side_note = (
+    "The pads sit on the **left**, before each sentence."
+    if policy.padding_side == "left"
+    else "The pads sit on the **right**, after each sentence."
+)
+picture_width = [1] * len(texts)
+
+st.subheader("1 · The mask each sentence really used")
+columns = st.columns([*picture_width, 1.1])
+for item, column in enumerate(columns[:-1]):
+    with column:
+        # The title is markdown, not a plotly title: it wraps instead of being cut in narrow columns.
+        st.markdown(f"**text {item}** · {reals[item]} tokens + {pads[item]} [PAD]")
+        st.plotly_chart(
+            mask_figure(result.mask[item, 0], result.tokens[item], title="", style=style),
+            key=f"pl_mask_{item}",
+        )
+with columns[-1]:
+    st.markdown(
+        f"Dark: may attend. Grey: masked. {side_note}\n\n"
+        "**Why decoders pad on the left.** A decoder predicts the next token from the *last* "
+        "position. With right padding, the last position of a short sentence is a [PAD], so "
+        "batched generation pads on the left and every sentence ends in the same column. Left "
+        "padding shifts the real tokens, so their position ids must skip the pads: with the "
+        "padding mask on, this capture counts positions over real tokens only, as `generate` does."
+    )
+    if not presentation:
+        positions = result.position_ids[0].tolist()
+        st.caption(f"Position ids given to text 0: {positions}")
+
+st.subheader("2 · Attention of one head, for each sentence")
+picks = st.columns([3, 1, 2])
+picks[0].slider("Layer", 0, loaded.num_layers - 1, key="pl_layer")
+picks[1].selectbox("Head", range(loaded.num_heads), key="pl_head")
+layer, head = st.session_state["pl_layer"], st.session_state["pl_head"]
+weights = result.layer(layer).weights  # (B, H, T, T)
+value_range = stage_range("weights", weights, style.palette)
+# Full width: with the colour bar and token labels, a narrower heatmap has no room for cells.
+columns = st.columns(len(texts))
+for item, column in enumerate(columns):
+    figure = heatmap(
+        weights[item, head],
+        result.tokens[item],
+        result.tokens[item],
+        value_range,
+        allowed=result.mask[item, 0],
+        title=f"text {item} · layer {layer}, head {head}",
+        style=style,
+    )
+    if not policy.padding_mask:
+        shade_padding(figure, result.pad_rows[item].tolist())
+    with column:
+        st.plotly_chart(figure, key=f"pl_heat_{item}")
+st.markdown(
+    "Rows are queries, columns are keys; colours are the weights the model really used, on "
+    "one scale from 0 to 1.\n\n"
+    "**Padded query rows are not attention.** A row belongs to its query token, and a [PAD] "
+    "row belongs to no real token: nothing downstream reads it. With the padding mask on we "
+    "leave those rows empty (grey) instead of the uniform rows eager attention produces."
+    + (
+        " With the padding mask off, the pad rows and columns hold real numbers, so they are "
+        "shaded (▨) rather than hidden: hover to read the true weights."
+        if not policy.padding_mask
+        else ""
+    )
+)
+
+st.subheader("3 · Leak meter: attention real tokens pay to padding")
+leak = leak_meter(result)  # (L, H)
+layers = sorted(result.layers)
+frame = leak_frame(leak, layers)
+meter, *rest = st.columns([2, 2] if presentation else [2, 1.7, 1.6])
+table, explanation = (None, rest[0]) if presentation else rest
+with meter:
+    st.plotly_chart(
+        heatmap(
+            leak,
+            [str(index) for index in layers],
+            [str(h) for h in range(leak.shape[1])],
+            ValueRange(0.0, 1.0, style.palette, "mass on pads"),
+            title="share of real tokens' attention on [PAD] keys",
+            style=replace(style, cell_px=min(style.cell_px, 16)),
+            row_name="layer",
+            col_name="head",
+        ),
+        key="pl_leak_chart",
+    )
+if table is not None:
+    with table:
+        st.dataframe(
+            frame,
+            height=520,
+            column_config={column: st.column_config.NumberColumn(format="%.3f") for column in frame.columns},
+            key="pl_leak_table",
+        )
+        st.caption("The same numbers: one row per layer, one column per head, and their mean.")
+with explanation:
+    metrics = st.columns(2)
+    metrics[0].metric("Largest leak (one head)", f"{float(leak.max()):.1%}")
+    metrics[1].metric("Mean over all heads", f"{float(leak.mean()):.1%}")
+    st.markdown(
+        "**If `attention_mask` is forgotten**, nothing stops real tokens from attending to [PAD] "
+        "tokens: the pads' values are mixed into every real token, layer after layer, and the "
+        "outputs change. The meter shows, per layer and head, how much of a real token's attention "
+        "goes to pads (averaged over the padded sentences). With the padding mask on it is exactly 0."
+    )
+    if not policy.padding_mask and float(leak.max()) == 0.0 and any(pads):
+        st.info(
+            "Nothing leaks here: with the causal mask and right padding, every pad comes *after* "
+            "the real tokens, which never look ahead. Switch the padding side to left to see a leak."
+        )
+    effect = run_or_stop(lambda: cache.effect(model_name, texts, policy), "Comparing with the default masks…")
+    if effect is not None and effect.flips is not None:
+        st.markdown(
+            f"Top-1 next-token flips against the model's default masks ({effect.reference_label}): "
+            + ", ".join(f"text {item}: **{int(flips)}**" for item, flips in enumerate(effect.flips))
+        )
+    elif effect is not None and effect.cosine is not None:
+        st.markdown(
+            f"Cosine similarity of each sentence embedding to the default ({effect.reference_label}): "
+            + ", ".join(f"text {item}: **{float(cosine):.4f}**" for item, cosine in enumerate(effect.cosine))
+        )

@@ -1,0 +1,180 @@
+"""Head gallery: every head of a real model at a glance, its statistics, and its typical heads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from attention_viz.figures import head_grid, stage_range
+from attention_viz.gallery import TYPICAL, selected_heads, thumbnail_figure, thumbnails, typical_heads
+from attention_viz.stats import STAT_COLUMNS
+from ui import cache
+from ui.chrome import cut_notes, display_settings, model_or_stop, run_or_stop
+from ui.controls import mask_controls, model_params, model_picker, texts_of
+from ui.state import Param, publish, restore, show_notes
+
+PAGE = "gallery"
+DEFAULT_TEXT = "The cat sat on the mat because it was tired. It slept all afternoon."
+# Resolved next to this file, so the switch works whichever script is the app's entry point.
+EXPLORER = str(Path(__file__).resolve().with_name("2_model_explorer.py"))
+TYPICAL_COUNT = 6  # heads listed per kind: enough to compare, few enough to read
+MODEL_PARAMS = model_params("hg", DEFAULT_TEXT)
+PARAMS = [
+    *MODEL_PARAMS,
+    Param("hg_kind", "kind", None, "choice", choices=tuple(TYPICAL)),
+    Param("hg_layer", "layer", 0, "int", low=0, high=1000),
+    Param("hg_head", "head", 0, "int", low=0, high=1000),
+]
+COLUMN_CONFIG = {
+    "rank": st.column_config.NumberColumn("rank", help="1 = most typical", format="%d"),
+    "layer": st.column_config.NumberColumn("layer", help="zero-based layer", format="%d"),
+    "head": st.column_config.NumberColumn("head", help="zero-based query head", format="%d"),
+    "kv_head": st.column_config.NumberColumn(
+        "kv_head", help="the key/value head this query head reads (grouped-query attention)", format="%d"
+    ),
+    **{
+        name: st.column_config.NumberColumn(name, help=help_text, format="%.3f")
+        for name, help_text in STAT_COLUMNS.items()
+    },
+}
+
+
+def explorer_query(layer: int, head: int) -> dict[str, str]:
+    """The explorer's link parameters for one head, with this page's model, texts and masks.
+
+    Both pages build their model parameters with ``model_params``, so the URL names match.
+    """
+    query = {
+        param.url: param.dump(st.session_state[param.key])
+        for param in MODEL_PARAMS
+        if st.session_state.get(param.key) is not None
+    }
+    return {**query, "layer": str(layer), "head": str(head)}
+
+
+def choose_kind(kind: str) -> None:
+    st.session_state["hg_kind"] = kind
+
+
+notes = restore(PAGE, PARAMS)
+style, presentation = display_settings()
+st.title("Head gallery")
+st.caption(
+    "Every head of every layer of a real model, as small pictures of its attention weights, with "
+    "statistics to sort by. Pick a kind of head to find the most typical ones, then open one in the "
+    "model explorer."
+)
+show_notes(notes)
+
+top = st.columns([1, 2])
+with top[0]:
+    model_name = model_picker("hg")
+with top[1]:
+    st.text_area("Text (one per line; several lines make a padded batch)", key="hg_text", height=80)
+texts = texts_of(st.session_state["hg_text"])
+loaded = model_or_stop(model_name)
+if not texts:
+    st.warning("Type a sentence to see its attention.")
+    st.stop()
+
+natural = run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…")
+policy = mask_controls(
+    "hg",
+    loaded.decoder,
+    natural,
+    loaded.max_positions,
+    show_window=not presentation,
+    show_side=not presentation,
+)
+# Out-of-range values (from a shared link or a model switch) fall back to the nearest valid one.
+st.session_state["hg_layer"] = min(max(0, int(st.session_state["hg_layer"])), loaded.num_layers - 1)
+st.session_state["hg_head"] = min(max(0, int(st.session_state["hg_head"])), loaded.num_heads - 1)
+
+every_layer = tuple(range(loaded.num_layers))
+stats = run_or_stop(lambda: cache.statistics(model_name, texts, policy), "Running the model on every layer…")
+result = run_or_stop(lambda: cache.capture(model_name, texts, every_layer, policy))  # cached by statistics
+publish(PAGE, PARAMS)
+cut_notes(result.texts, result.truncated)
+
+st.subheader("Find typical heads")
+buttons = st.columns(len(TYPICAL))
+for column, (kind, spec) in zip(buttons, TYPICAL.items(), strict=True):
+    column.button(
+        spec.label,
+        key=f"hg_pick_{kind}",
+        on_click=choose_kind,
+        args=(kind,),
+        help=spec.explanation,
+        type="primary" if st.session_state["hg_kind"] == kind else "secondary",
+        width="stretch",
+    )
+kind = st.session_state["hg_kind"]
+picked = typical_heads(stats, kind, TYPICAL_COUNT) if kind else None
+pairs = list(zip(picked["layer"], picked["head"], strict=True)) if picked is not None else []
+
+thumbs = thumbnails(result, item=0, palette=style.palette)
+left, right = st.columns([5, 6] if not presentation else [1, 1])
+with left:
+    st.subheader("Every head")
+    st.caption(
+        f"{loaded.num_layers} layers × {loaded.num_heads} heads · first text, {thumbs.tokens} tokens"
+        + (f" (pooled to {thumbs.cell} px)" if thumbs.cell < thumbs.tokens else "")
+        + f" · {policy.describe()} · rows are queries, columns keys; grey = masked."
+    )
+    st.plotly_chart(
+        thumbnail_figure(thumbs, highlight=pairs, style=style, width_px=380),
+        key="hg_thumbs_chart",
+        width="content",
+    )
+
+with right:
+    if picked is not None:
+        spec = TYPICAL[kind]
+        st.subheader(f"{spec.label}: top {len(picked)}")
+        st.caption(f"{spec.explanation} Ranked by `{spec.column}`; outlined in the gallery.")
+        st.dataframe(picked, column_config=COLUMN_CONFIG, hide_index=True, key="hg_typical_table")
+        tokens = result.tokens[0]
+        st.plotly_chart(
+            head_grid(
+                selected_heads(result, pairs, item=0),
+                tokens,
+                tokens,
+                stage_range("weights", result.layer(0).weights, style.palette),
+                allowed=result.mask[0, 0],
+                # Short titles with projector fonts, or neighbouring titles run into each other.
+                titles=[
+                    f"#{rank} · L{layer} H{head}" if presentation else f"#{rank} · layer {layer} head {head}"
+                    for rank, (layer, head) in enumerate(pairs, 1)
+                ],
+                columns=3 if not presentation else 2,
+                style=style,
+                panel_px=220 if not presentation else 300,
+            ),
+            key="hg_typical_chart",
+        )
+        # Two buttons a row; one in presentation mode, where the large font would cut the labels.
+        opens = st.columns(2 if not presentation else 1)
+        for index, (layer, head) in enumerate(pairs):
+            if opens[index % len(opens)].button(
+                f"Open layer {layer} head {head} in the explorer",
+                key=f"hg_open_{layer}_{head}",
+                width="stretch",
+            ):
+                st.switch_page(EXPLORER, query_params=explorer_query(layer, head))
+
+    st.subheader("Statistics of every head")
+    st.caption(
+        f"One row per layer and head, averaged over every text · {policy.describe()}. "
+        "Click a column header to sort."
+    )
+    st.dataframe(stats, column_config=COLUMN_CONFIG, hide_index=True, height=420, key="hg_stats_table")
+
+    if not presentation:
+        st.subheader("Open any head")
+        picks = st.columns([1, 1, 2], vertical_alignment="bottom")
+        picks[0].number_input("Layer", 0, loaded.num_layers - 1, step=1, key="hg_layer")
+        picks[1].number_input("Head", 0, loaded.num_heads - 1, step=1, key="hg_head")
+        layer, head = int(st.session_state["hg_layer"]), int(st.session_state["hg_head"])
+        if picks[2].button(f"Open layer {layer} head {head} in the explorer", key="hg_open_any"):
+            st.switch_page(EXPLORER, query_params=explorer_query(layer, head))

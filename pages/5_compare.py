@@ -1,0 +1,204 @@
+"""Compare: two mask policies side by side on the same text, their difference, and their output."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from attention_viz.compare import PRESETS, compare_head, effect_table, shortest_text, with_shorter_text
+from attention_viz.figures import difference_figure, heatmap, stage_range
+from attention_viz.loading import BUNDLED, DEFAULT_MODEL
+from attention_viz.policy import MaskPolicy
+from ui import cache
+from ui.chrome import cut_notes, display_settings, model_or_stop, run_or_stop
+from ui.controls import MAX_WINDOW, model_picker, texts_of
+from ui.state import Param, publish, restore, show_notes
+
+PAGE = "compare"
+DEFAULT_TEXT = "The cat sat on the mat because it was tired."
+SIDES = ("a", "b")
+PARAMS = [
+    Param("cmp_model", "model", DEFAULT_MODEL, "choice", choices=tuple(BUNDLED)),
+    Param("cmp_text", "text", DEFAULT_TEXT),
+    Param("cmp_length", "length", None, "int", low=1, high=8192),
+    Param("cmp_side", "side", "right", "choice", choices=("right", "left")),
+    Param("cmp_layer", "layer", 0, "int", low=0, high=1000),
+    Param("cmp_head", "head", 0, "int", low=0, high=1000),
+    Param("cmp_item", "item", 0, "int", low=0, high=1000),
+    *(
+        param
+        for side in SIDES
+        for param in (
+            # None = decided below from the model: A does what the model was trained with, B the opposite.
+            Param(f"cmp_{side}_causal", f"{side}_causal", None, "bool"),
+            Param(f"cmp_{side}_padding", f"{side}_padding", True, "bool"),
+            Param(f"cmp_{side}_window", f"{side}_window", 0, "int", low=0, high=MAX_WINDOW),
+        )
+    ),
+]
+
+
+def apply_preset(name: str) -> None:
+    """Button callback: set both sides (and, for padding, a second shorter text) before the rerun."""
+    preset = PRESETS[name]
+    decoder = BUNDLED[st.session_state["cmp_model"]].decoder
+    for side, choice in zip(SIDES, (preset.a, preset.b), strict=True):
+        st.session_state[f"cmp_{side}_causal"] = decoder if choice.causal is None else choice.causal
+        st.session_state[f"cmp_{side}_padding"] = choice.padding_mask
+        st.session_state[f"cmp_{side}_window"] = choice.window
+    st.session_state["cmp_side"] = preset.padding_side
+    if preset.needs_padding:
+        texts = with_shorter_text(texts_of(st.session_state["cmp_text"]))
+        st.session_state["cmp_text"] = "\n".join(texts)
+        st.session_state["cmp_item"] = shortest_text(texts)
+
+
+notes = restore(PAGE, PARAMS)
+style, presentation = display_settings()
+st.title("Compare two mask policies")
+st.caption(
+    "The same model and text run twice, once under policy A and once under policy B. Both sides "
+    "share one colour scale (weights from 0 to 1), and the third picture is the difference B − A."
+)
+show_notes(notes)
+
+examples = st.columns([1, 1, 1, 1, 2], vertical_alignment="center")
+examples[0].markdown("**Try an example:**")
+for column, (name, preset) in zip(examples[1:], PRESETS.items(), strict=False):
+    column.button(
+        preset.label,
+        key=f"cmp_preset_{name}",
+        on_click=apply_preset,
+        args=(name,),
+        width="stretch",
+    )
+
+top = st.columns([1, 2])
+with top[0]:
+    model_name = model_picker("cmp")
+with top[1]:
+    st.text_area(
+        "Text (one per line; several lines make a padded batch)",
+        key="cmp_text",
+        height=80 if not presentation else 100,
+    )
+texts = texts_of(st.session_state["cmp_text"])
+loaded = model_or_stop(model_name)
+if not texts:
+    st.warning("Type a sentence to compare its attention under two policies.")
+    st.stop()
+
+for side, own in zip(SIDES, (loaded.decoder, not loaded.decoder), strict=True):
+    if st.session_state.get(f"cmp_{side}_causal") is None:
+        st.session_state[f"cmp_{side}_causal"] = own
+# The sequence length follows the text until the user moves it (as in ui.controls.mask_controls).
+natural = max(
+    1, min(run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…"), loaded.max_positions)
+)
+if st.session_state["cmp_length"] in (None, st.session_state.get("_cmp_natural")) or (
+    st.session_state["cmp_length"] > loaded.max_positions
+):
+    st.session_state["cmp_length"] = natural
+st.session_state["_cmp_natural"] = natural
+st.session_state["cmp_layer"] = min(max(0, int(st.session_state["cmp_layer"])), loaded.num_layers - 1)
+st.session_state["cmp_head"] = min(max(0, int(st.session_state["cmp_head"])), loaded.num_heads - 1)
+st.session_state["cmp_item"] = min(max(0, int(st.session_state["cmp_item"])), len(texts) - 1)
+
+shared = st.columns([3, 3, 1, 1, 2])
+shared[0].slider(
+    "Sequence length",
+    min_value=1,
+    max_value=loaded.max_positions,
+    key="cmp_length",
+    help="Every text is cut or padded to this many tokens, on both sides.",
+)
+shared[1].slider("Layer", 0, loaded.num_layers - 1, key="cmp_layer")
+shared[2].selectbox("Head", range(loaded.num_heads), key="cmp_head")
+shared[3].selectbox("Text shown", range(len(texts)), key="cmp_item", disabled=len(texts) == 1)
+shared[4].radio("Padding side", ("right", "left"), key="cmp_side", horizontal=True)
+layer, head, item = st.session_state["cmp_layer"], st.session_state["cmp_head"], st.session_state["cmp_item"]
+
+controls = st.columns(3)
+policies: dict[str, MaskPolicy] = {}
+for side, column in zip(SIDES, controls, strict=False):
+    with column:
+        st.subheader(f"Policy {side.upper()}")
+        toggles = st.columns(2)
+        toggles[0].toggle(
+            "Causal mask", key=f"cmp_{side}_causal", help="Each token sees only itself and earlier tokens."
+        )
+        toggles[1].toggle(
+            "Padding mask",
+            key=f"cmp_{side}_padding",
+            help="No token may attend to padding (off: forgotten attention_mask).",
+        )
+        toggles[0].number_input(
+            "Sliding window",
+            min_value=0,
+            max_value=MAX_WINDOW,
+            step=1,
+            key=f"cmp_{side}_window",
+            help="0 = off. Otherwise each token sees only this many neighbours (itself included).",
+        )
+        policies[side] = MaskPolicy(
+            causal=bool(st.session_state[f"cmp_{side}_causal"]),
+            padding_mask=bool(st.session_state[f"cmp_{side}_padding"]),
+            window=int(st.session_state[f"cmp_{side}_window"] or 0) or None,
+            padding_side=st.session_state["cmp_side"],
+            max_length=int(st.session_state["cmp_length"]),
+        )
+
+captures = {
+    side.upper(): run_or_stop(lambda policy=policy: cache.capture(model_name, texts, (layer,), policy))
+    for side, policy in policies.items()
+}
+publish(PAGE, PARAMS)
+comparison = run_or_stop(lambda: compare_head(captures["A"], captures["B"], layer, item, head))
+weights_range = stage_range("weights", comparison.a, style.palette)  # [0, 1] on both sides
+
+with controls[2]:
+    st.subheader("Difference B − A")
+    st.markdown(
+        f"Layer {layer}, head {head}, text {item}. Largest change: **{comparison.max_change:.3f}**.\n\n"
+        "Red: B attends more than A. Blue: less. White: no change."
+    )
+
+# The pictures get their own row so that the three heatmaps start at the same height.
+panels = st.columns(3)
+for side, panel, matrix, allowed in (
+    ("a", panels[0], comparison.a, comparison.allowed_a),
+    ("b", panels[1], comparison.b, comparison.allowed_b),
+):
+    figure = heatmap(
+        matrix,
+        comparison.tokens,
+        comparison.tokens,
+        weights_range,
+        allowed=allowed,
+        title=f"{side.upper()}: {policies[side].describe()}",
+        style=style,
+    )
+    panel.plotly_chart(figure, key=f"cmp_{side}_chart")
+difference = difference_figure(
+    comparison.difference, comparison.tokens, comparison.tokens, title="B − A", style=style
+)
+panels[2].plotly_chart(difference, key="cmp_diff_chart")
+
+cut_notes(captures["A"].texts, captures["A"].truncated)
+
+st.subheader("What each policy changes in the output")
+effects = {
+    side.upper(): run_or_stop(
+        lambda policy=policy: cache.effect(model_name, texts, policy), "Comparing with the default masks…"
+    )
+    for side, policy in policies.items()
+}
+table = effect_table(
+    {name: (policies[name.lower()], effects[name]) for name in effects}, captures["A"].attention_mask, item
+)
+st.dataframe(table, hide_index=True, key="cmp_effect_table")
+if not presentation:
+    st.caption(
+        "Against the model's default masks (the ones it was trained with). Decoder: KL divergence of "
+        "the next-token distributions over the real tokens of the text shown, and how many top-1 "
+        "predictions flip. Encoder: cosine similarity of the mean-pooled sentence embedding."
+    )
