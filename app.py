@@ -13,6 +13,9 @@ st.set_page_config(page_title="attention-viz", page_icon="🔍", layout="wide")
 PAGES = [
     st.Page("pages/1_playground.py", title="Playground", icon=":material/science:", default=True),
     st.Page("pages/2_model_explorer.py", title="Model explorer", icon=":material/biotech:"),
+    st.Page("pages/3_padding_lab.py", title="Padding lab", icon=":material/space_bar:"),
+    st.Page("pages/4_head_gallery.py", title="Head gallery", icon=":material/grid_view:"),
+    st.Page("pages/5_compare.py", title="Compare", icon=":material/compare:"),
 ]
 
 st.navigation(PAGES).run()

@@ -359,7 +359,16 @@ def head_grid(
             figure.add_trace(trace, row=head // columns + 1, col=head % columns + 1)
     # Token labels only where they fit: rows on the first column, keys on the bottom row.
     show_ticks = len(query_tokens) <= 24
-    _style_axes(figure, query_tokens, key_tokens, row_labels, col_labels, show_ticks, _is_image(matrices))
+    _style_axes(
+        figure,
+        query_tokens,
+        key_tokens,
+        row_labels,
+        col_labels,
+        show_ticks,
+        _is_image(matrices),
+        style.font_size - 3,
+    )
     for head in range(heads):
         row, col = head // columns + 1, head % columns + 1
         if col > 1:
@@ -384,17 +393,23 @@ def _style_axes(
     col_labels: list[str],
     show_ticks: bool,
     is_image: bool,
+    tick_size: int,
 ) -> None:
-    """Queries top to bottom, keys left to right, square cells, token tick labels."""
+    """Queries top to bottom, keys left to right, square cells, token tick labels.
+
+    ``tick_size`` is set explicitly: Streamlit's chart theme would otherwise keep tick labels
+    small even in presentation mode.
+    """
+    fonts = {"tickfont_size": tick_size, "title_font_size": tick_size + 1}
     if is_image:
         # go.Image already puts row 0 at the top, in pixel coordinates.
-        figure.update_xaxes(showticklabels=show_ticks, title_text=None)
-        figure.update_yaxes(showticklabels=show_ticks, scaleanchor=None)
+        figure.update_xaxes(showticklabels=show_ticks, title_text=None, **fonts)
+        figure.update_yaxes(showticklabels=show_ticks, scaleanchor=None, **fonts)
         return
     x_ticks = _axis_ticks(col_labels, key_tokens) if show_ticks else {"showticklabels": False}
     y_ticks = _axis_ticks(row_labels, query_tokens) if show_ticks else {"showticklabels": False}
-    figure.update_xaxes(type="category", tickangle=-60, showgrid=False, **x_ticks)
-    figure.update_yaxes(type="category", autorange="reversed", showgrid=False, **y_ticks)
+    figure.update_xaxes(type="category", tickangle=-60, showgrid=False, **x_ticks, **fonts)
+    figure.update_yaxes(type="category", autorange="reversed", showgrid=False, **y_ticks, **fonts)
 
 
 def heatmap(
@@ -418,7 +433,9 @@ def heatmap(
             matrix, allowed, row_labels, col_labels, value_range, style.show_colorbar, row_name, col_name
         )
     )
-    _style_axes(figure, query_tokens, key_tokens, row_labels, col_labels, True, _is_image(matrix))
+    _style_axes(
+        figure, query_tokens, key_tokens, row_labels, col_labels, True, _is_image(matrix), style.font_size - 1
+    )
     side = min(900, max(360, style.cell_px * len(query_tokens) + 140))
     figure.update_layout(
         title={"text": title, "font": {"size": style.font_size + 3}},
@@ -471,7 +488,9 @@ def mask_figure(
             ygap=1,
         )
     figure = go.Figure(trace)
-    _style_axes(figure, tokens, tokens, labels, labels, True, values.size > HOVER_CELL_LIMIT)
+    _style_axes(
+        figure, tokens, tokens, labels, labels, True, values.size > HOVER_CELL_LIMIT, style.font_size - 2
+    )
     side = min(700, max(300, style.cell_px * len(tokens) + 120))
     figure.update_layout(
         title={"text": title, "font": {"size": style.font_size + 1}},

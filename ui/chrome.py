@@ -41,7 +41,11 @@ def display_settings() -> tuple[FigureStyle, bool]:
         style = style.presentation()
         st.markdown(
             "<style>.stApp p, .stApp label, .stApp li {font-size: 1.35rem !important;}"
-            " .stApp h1 {font-size: 3rem !important;}</style>",
+            " .stApp h1 {font-size: 3rem !important;} .stApp textarea {font-size: 1.25rem !important;}"
+            # A slider's value floats just above its track: enlarged, it would cover the track.
+            ' .stApp [data-testid="stSliderThumbValue"], .stApp [data-testid="stSliderThumbValue"] *,'
+            ' .stApp [data-testid="stSliderTickBar"] * {font-size: 1rem !important;}'
+            "</style>",
             unsafe_allow_html=True,
         )
     return style, presentation
