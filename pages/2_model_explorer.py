@@ -22,6 +22,8 @@ STAGES = ("weights", "scores", "masked_scores")
 STAGE_LABELS = {"weights": "weights", "scores": "scores (QKᵀ·scale)", "masked_scores": "masked scores"}
 # Rollout needs every layer captured; beyond this length that costs too much memory to do by default.
 ROLLOUT_DEFAULT_MAX_TOKENS = 64
+# The output effect costs two full forward passes: automatic up to this length, opt-in beyond.
+EFFECT_DEFAULT_MAX_TOKENS = 128
 # Small multiples beyond this many tokens are max-pooled to this side; the focused head never is.
 GRID_MAX_SIDE = 512
 # Beyond this many tokens, cells are too small to hover: offer a query-row picker with exact values.
@@ -193,7 +195,24 @@ with rollout_col:
         st.caption("How much each input token reaches each position after all layers (residual share 0.5).")
 
 st.subheader("What the masks change in the output")
-effect = run_or_stop(lambda: cache.effect(model_name, texts, policy), "Comparing with the default masks…")
+short_for_effect = len(tokens) <= EFFECT_DEFAULT_MAX_TOKENS
+# Separate keys, as for rollout: on by default for short texts, opt-in (and remembered) for long ones.
+effect_on = st.toggle(
+    "Compare the output with the model's default masks",
+    key="ex_effect" if short_for_effect else "ex_effect_long",
+    value=short_for_effect,
+    help="Runs the whole model twice more (these masks and the default ones): instant for short "
+    "texts, about a second per pass at 512 tokens on a laptop CPU.",
+)
+effect = (
+    run_or_stop(lambda: cache.effect(model_name, texts, policy), "Comparing with the default masks…")
+    if effect_on
+    else None
+)
+if not effect_on and not short_for_effect:
+    st.caption(
+        f"Off by default above {EFFECT_DEFAULT_MAX_TOKENS} tokens, so that every toggle redraws at once."
+    )
 if effect is not None and effect.kl is not None:
     real_positions = [i for i, token in enumerate(tokens) if result.attention_mask[item, i]]
     if real_positions:

@@ -97,3 +97,17 @@ def test_encoder_and_url_state():
     upper = np.triu_indices(panels[0].shape[0], k=1)
     assert all(np.all(panel[upper] == 0) for panel in panels), "causal imposed on an encoder"
     assert any("Link:" in info.value for info in app.info), "the bad head gets a visible note"
+
+
+def test_long_text_makes_the_output_effect_opt_in():
+    app = AppTest.from_file(str(ROOT / "pages" / PAGE), default_timeout=180)
+    app.query_params.update({"text": "the cat sat on the mat " * 30})  # about 180 tokens
+    app.run()
+    assert not app.exception
+    assert app.session_state["ex_length"] > 128
+    assert not app.get("metric"), "above 128 tokens the two extra forward passes wait for the user"
+    assert any("Off by default above 128 tokens" in caption.value for caption in app.caption)
+    app.toggle(key="ex_effect_long").set_value(True).run()
+    assert not app.exception
+    labels = [metric.proto.label for metric in app.get("metric")]
+    assert any("KL" in label for label in labels) and any("flips" in label for label in labels)

@@ -64,7 +64,7 @@ def mask_controls(
         st.session_state[length_key] = natural_length
     st.session_state[f"_{prefix}_natural"] = natural_length
 
-    columns = st.columns([1, 1, 2, 1] if show_window else [1, 1, 3])
+    columns = st.columns([1.3, 1.3, 2.2, 1] if show_window else [1.3, 1.3, 3])
     columns[0].toggle(
         "Causal mask",
         key=causal_key,
