@@ -10,7 +10,7 @@ from attention_viz.policy import MaskPolicy
 from attention_viz.toy import tokenize
 from ui import cache
 from ui.chrome import display_settings
-from ui.state import Param, publish, restore, show_notes
+from ui.state import Param, clamp_index, publish, restore, show_notes
 
 DEFAULT_TEXT = "the cat sat on the mat\nthe dog barked"
 MAX_SEQUENCE_LENGTH = 64
@@ -77,7 +77,7 @@ controls[2].slider(
 )
 
 # A shared link or an edited text can leave the chosen sentence out of range.
-st.session_state["pg_item"] = min(max(0, int(st.session_state["pg_item"])), len(sentences) - 1)
+clamp_index("pg_item", len(sentences))
 if not presentation:
     with st.expander("More settings"):
         more = st.columns(4)

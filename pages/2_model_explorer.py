@@ -12,9 +12,9 @@ from attention_viz.render import layer_figure, standalone_html
 from attention_viz.rollout import attention_rollout
 from attention_viz.stats import head_statistics
 from ui import cache
-from ui.chrome import cut_notes, display_settings, model_or_stop, run_or_stop
-from ui.controls import mask_controls, model_params, model_picker, texts_of
-from ui.state import Param, publish, restore, show_notes
+from ui.chrome import cut_notes, display_settings, run_or_stop
+from ui.controls import mask_controls, model_and_texts, model_params
+from ui.state import Param, clamp_index, publish, restore, show_notes
 
 PAGE = "explorer"
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
@@ -45,13 +45,7 @@ st.caption(
 )
 show_notes(notes)
 
-top = st.columns([1, 2])
-with top[0]:
-    model_name = model_picker("ex")
-with top[1]:
-    st.text_area("Text (one per line; several lines make a padded batch)", key="ex_text", height=80)
-texts = texts_of(st.session_state["ex_text"])
-loaded = model_or_stop(model_name)
+model_name, loaded, texts = model_and_texts("ex")
 if not texts:
     st.warning("Type a sentence to see its attention.")
     st.stop()
@@ -67,9 +61,9 @@ policy = mask_controls(
 )
 
 # Out-of-range values (from a shared link or a model switch) fall back to the nearest valid one.
-st.session_state["ex_layer"] = min(max(0, int(st.session_state["ex_layer"])), loaded.num_layers - 1)
-st.session_state["ex_head"] = min(max(0, int(st.session_state["ex_head"])), loaded.num_heads - 1)
-st.session_state["ex_item"] = min(max(0, int(st.session_state["ex_item"])), len(texts) - 1)
+clamp_index("ex_layer", loaded.num_layers)
+clamp_index("ex_head", loaded.num_heads)
+clamp_index("ex_item", len(texts))
 
 picks = st.columns([3, 1, 1, 2])
 picks[0].slider("Layer", 0, loaded.num_layers - 1, key="ex_layer")

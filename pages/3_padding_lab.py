@@ -9,9 +9,9 @@ import streamlit as st
 from attention_viz.figures import ValueRange, heatmap, mask_figure, stage_range
 from attention_viz.leak import leak_frame, leak_meter, shade_padding
 from ui import cache
-from ui.chrome import cut_notes, display_settings, model_or_stop, run_or_stop
-from ui.controls import mask_controls, model_params, model_picker, texts_of
-from ui.state import Param, publish, restore, show_notes
+from ui.chrome import cut_notes, display_settings, run_or_stop
+from ui.controls import mask_controls, model_and_texts, model_params
+from ui.state import Param, clamp_index, publish, restore, show_notes
 
 PAGE = "padding_lab"
 DEFAULT_TEXT = (
@@ -36,17 +36,11 @@ st.caption(
 )
 show_notes(notes)
 
-top = st.columns([1, 2])
-with top[0]:
-    model_name = model_picker("pl")
-with top[1]:
-    st.text_area(
-        f"Sentences ({MIN_TEXTS}–{MAX_TEXTS}, one per line, of different lengths)",
-        key="pl_text",
-        height=100 if not presentation else 120,
-    )
-texts = texts_of(st.session_state["pl_text"])
-loaded = model_or_stop(model_name)
+model_name, loaded, texts = model_and_texts(
+    "pl",
+    f"Sentences ({MIN_TEXTS}–{MAX_TEXTS}, one per line, of different lengths)",
+    height=100 if not presentation else 120,
+)
 if len(texts) < MIN_TEXTS:
     st.warning(
         f"Type at least {MIN_TEXTS} sentences of different lengths, one per line: "
@@ -63,8 +57,8 @@ if len(texts) > MAX_TEXTS:
 natural = run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…")
 policy = mask_controls("pl", loaded.decoder, natural, loaded.max_positions, show_window=not presentation)
 
-st.session_state["pl_layer"] = min(max(0, int(st.session_state["pl_layer"])), loaded.num_layers - 1)
-st.session_state["pl_head"] = min(max(0, int(st.session_state["pl_head"])), loaded.num_heads - 1)
+clamp_index("pl_layer", loaded.num_layers)
+clamp_index("pl_head", loaded.num_heads)
 
 # Every layer: the leak meter reads all of them, the heatmaps one.
 result = run_or_stop(

@@ -10,9 +10,9 @@ from attention_viz.figures import head_grid, stage_range
 from attention_viz.gallery import TYPICAL, selected_heads, thumbnail_figure, thumbnails, typical_heads
 from attention_viz.stats import STAT_COLUMNS
 from ui import cache
-from ui.chrome import cut_notes, display_settings, model_or_stop, run_or_stop
-from ui.controls import mask_controls, model_params, model_picker, texts_of
-from ui.state import Param, publish, restore, show_notes
+from ui.chrome import cut_notes, display_settings, run_or_stop
+from ui.controls import mask_controls, model_and_texts, model_params
+from ui.state import Param, clamp_index, publish, restore, show_notes
 
 PAGE = "gallery"
 DEFAULT_TEXT = "The cat sat on the mat because it was tired. It slept all afternoon."
@@ -67,13 +67,7 @@ st.caption(
 )
 show_notes(notes)
 
-top = st.columns([1, 2])
-with top[0]:
-    model_name = model_picker("hg")
-with top[1]:
-    st.text_area("Text (one per line; several lines make a padded batch)", key="hg_text", height=80)
-texts = texts_of(st.session_state["hg_text"])
-loaded = model_or_stop(model_name)
+model_name, loaded, texts = model_and_texts("hg")
 if not texts:
     st.warning("Type a sentence to see its attention.")
     st.stop()
@@ -88,8 +82,8 @@ policy = mask_controls(
     show_side=not presentation,
 )
 # Out-of-range values (from a shared link or a model switch) fall back to the nearest valid one.
-st.session_state["hg_layer"] = min(max(0, int(st.session_state["hg_layer"])), loaded.num_layers - 1)
-st.session_state["hg_head"] = min(max(0, int(st.session_state["hg_head"])), loaded.num_heads - 1)
+clamp_index("hg_layer", loaded.num_layers)
+clamp_index("hg_head", loaded.num_heads)
 
 every_layer = tuple(range(loaded.num_layers))
 stats = run_or_stop(lambda: cache.statistics(model_name, texts, policy), "Running the model on every layer…")

@@ -9,9 +9,9 @@ from attention_viz.figures import difference_figure, heatmap, stage_range
 from attention_viz.loading import BUNDLED, DEFAULT_MODEL
 from attention_viz.policy import MaskPolicy
 from ui import cache
-from ui.chrome import cut_notes, display_settings, model_or_stop, run_or_stop
-from ui.controls import MAX_WINDOW, model_picker, texts_of
-from ui.state import Param, publish, restore, show_notes
+from ui.chrome import cut_notes, display_settings, run_or_stop
+from ui.controls import MAX_WINDOW, follow_length, model_and_texts, texts_of
+from ui.state import Param, clamp_index, publish, restore, show_notes
 
 PAGE = "compare"
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
@@ -72,17 +72,7 @@ for column, (name, preset) in zip(examples[1:], PRESETS.items(), strict=False):
         width="stretch",
     )
 
-top = st.columns([1, 2])
-with top[0]:
-    model_name = model_picker("cmp")
-with top[1]:
-    st.text_area(
-        "Text (one per line; several lines make a padded batch)",
-        key="cmp_text",
-        height=80 if not presentation else 100,
-    )
-texts = texts_of(st.session_state["cmp_text"])
-loaded = model_or_stop(model_name)
+model_name, loaded, texts = model_and_texts("cmp", height=80 if not presentation else 100)
 if not texts:
     st.warning("Type a sentence to compare its attention under two policies.")
     st.stop()
@@ -90,18 +80,12 @@ if not texts:
 for side, own in zip(SIDES, (loaded.decoder, not loaded.decoder), strict=True):
     if st.session_state.get(f"cmp_{side}_causal") is None:
         st.session_state[f"cmp_{side}_causal"] = own
-# The sequence length follows the text until the user moves it (as in ui.controls.mask_controls).
-natural = max(
-    1, min(run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…"), loaded.max_positions)
+follow_length(
+    "cmp", run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…"), loaded.max_positions
 )
-if st.session_state["cmp_length"] in (None, st.session_state.get("_cmp_natural")) or (
-    st.session_state["cmp_length"] > loaded.max_positions
-):
-    st.session_state["cmp_length"] = natural
-st.session_state["_cmp_natural"] = natural
-st.session_state["cmp_layer"] = min(max(0, int(st.session_state["cmp_layer"])), loaded.num_layers - 1)
-st.session_state["cmp_head"] = min(max(0, int(st.session_state["cmp_head"])), loaded.num_heads - 1)
-st.session_state["cmp_item"] = min(max(0, int(st.session_state["cmp_item"])), len(texts) - 1)
+clamp_index("cmp_layer", loaded.num_layers)
+clamp_index("cmp_head", loaded.num_heads)
+clamp_index("cmp_item", len(texts))
 
 shared = st.columns([3, 3, 1, 1, 2])
 shared[0].slider(

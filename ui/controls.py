@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from attention_viz.loading import BUNDLED, DEFAULT_MODEL
+from attention_viz.loading import BUNDLED, DEFAULT_MODEL, LoadedModel
 from attention_viz.policy import MaskPolicy
+from ui.chrome import model_or_stop
 from ui.state import Param
 
 MAX_WINDOW = 512
@@ -40,6 +41,32 @@ def model_picker(prefix: str) -> str:
     )
 
 
+def model_and_texts(
+    prefix: str, label: str = "Text (one per line; several lines make a padded batch)", height: int = 80
+) -> tuple[str, LoadedModel, tuple[str, ...]]:
+    """The model picker beside the text box; loads the model (with a spinner).
+
+    Returns ``(model name, loaded model, texts)``; the texts may be empty, for the page to say so.
+    """
+    top = st.columns([1, 2])
+    with top[0]:
+        model_name = model_picker(prefix)
+    with top[1]:
+        st.text_area(label, key=f"{prefix}_text", height=height)
+    return model_name, model_or_stop(model_name), texts_of(st.session_state[f"{prefix}_text"])
+
+
+def follow_length(prefix: str, natural_length: int, max_length: int) -> None:
+    """Keep ``{prefix}_length`` on the text's own length until the user moves the slider."""
+    length_key = f"{prefix}_length"
+    natural_length = max(1, min(natural_length, max_length))
+    previous_natural = st.session_state.get(f"_{prefix}_natural")
+    current = st.session_state.get(length_key)
+    if current is None or current == previous_natural or current > max_length:
+        st.session_state[length_key] = natural_length
+    st.session_state[f"_{prefix}_natural"] = natural_length
+
+
 def mask_controls(
     prefix: str,
     decoder: bool,
@@ -57,12 +84,7 @@ def mask_controls(
     # Unset (first visit, or the user just picked another model): start at the model's own choice.
     if st.session_state.get(causal_key) is None:
         st.session_state[causal_key] = decoder
-    natural_length = max(1, min(natural_length, max_length))
-    previous_natural = st.session_state.get(f"_{prefix}_natural")
-    current = st.session_state.get(length_key)
-    if current is None or current == previous_natural or current > max_length:
-        st.session_state[length_key] = natural_length
-    st.session_state[f"_{prefix}_natural"] = natural_length
+    follow_length(prefix, natural_length, max_length)
 
     columns = st.columns([1.3, 1.3, 2.2, 1] if show_window else [1.3, 1.3, 3])
     columns[0].toggle(

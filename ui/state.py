@@ -143,3 +143,11 @@ def show_notes(notes: list[str]) -> None:
     """
     for note in notes:
         st.info("Link: " + note, icon="🔗")
+
+
+def clamp_index(key: str, count: int) -> int:
+    """Bring a zero-based index in session state into ``0..count-1`` (a shared link or a model
+    switch can leave it out of range) and return it."""
+    value = min(max(0, int(st.session_state[key])), count - 1)
+    st.session_state[key] = value
+    return value
