@@ -77,8 +77,8 @@ from benchmarks.common import (
     OtherLoad,
     PeakMemory,
     describe_machine,
+    finish,
     markdown_table,
-    publish,
     wait_for_quiet,
 )
 
@@ -423,11 +423,7 @@ def main(argv: list[str] | None = None) -> dict[int, Timings]:
     for length in sorted(args.sizes):
         results[length] = run_length(model, length, layer, args)
     body = report(results, layer, model, args, machine, time.perf_counter() - started)
-    if args.no_publish:
-        print(body)
-    else:
-        for path in publish(SECTION, body):
-            print(f"wrote {path}")
+    finish(SECTION, body, args.no_publish)
     return results
 
 

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,17 +37,10 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # live_app, beside this file
+from live_app import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
 STEP_TIMEOUT_MS = 180_000  # one step may wait behind every other session's forward pass
 CHART = ".st-key-ex_head_chart .js-plotly-plot"
 EVIDENCE = ROOT / "benchmarks" / "out" / "load-failures"
@@ -75,12 +67,6 @@ class SessionReport:
     index: int
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(port: int) -> tuple[subprocess.Popen, Path]:

@@ -41,12 +41,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python benchmarks/cold_start.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import OUT_DIR, describe_machine, markdown_table, publish
+from benchmarks.common import describe_machine, finish, markdown_table
 from benchmarks.live_app import (
     REPO_ROOT,
     TreeLoad,
     chromium,
-    dump,
     load_average,
     open_page,
     streamlit_server,
@@ -237,12 +236,7 @@ def main(argv: list[str] | None = None) -> list[Results]:
         "starts": [{"scenario": r.scenario.name, "starts": [s.__dict__ for s in r.starts]} for r in results],
         "imports_s": imports,
     }
-    if args.no_publish:
-        print(body)
-    else:
-        dump(OUT_DIR / f"{SECTION}.json", raw)
-        for path in publish(SECTION, body):
-            print(f"wrote {path}")
+    finish(SECTION, body, args.no_publish, raw)
     return results
 
 

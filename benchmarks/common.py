@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import json
 import os
 import platform
 import re
@@ -119,6 +120,19 @@ def publish(name: str, body: str, readme: Path = README, out_dir: Path = OUT_DIR
         readme.write_text(replace_section(text, name, body))
         written.append(readme)
     return written
+
+
+def finish(name: str, body: str, no_publish: bool, raw: object | None = None) -> None:
+    """The end of every benchmark: print only (``--no-publish``), or publish the table and
+    write the raw measurements to ``OUT_DIR/NAME.json``."""
+    if no_publish:
+        print(body)
+        return
+    if raw is not None:
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        (OUT_DIR / f"{name}.json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
+    for path in publish(name, body):
+        print(f"wrote {path}")
 
 
 def _status_kb(field: str) -> int:

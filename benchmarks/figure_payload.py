@@ -63,11 +63,10 @@ from plotly.subplots import make_subplots
 from attention_viz.capture import Capture, capture
 from attention_viz.figures import HOVER_CELL_LIMIT, FigureStyle, head_grid, stage_range
 from attention_viz.loading import LoadedModel, load_model
-from benchmarks.common import OUT_DIR, describe_machine, markdown_table, publish
+from benchmarks.common import describe_machine, finish, markdown_table
 from benchmarks.live_app import (
     TreeLoad,
     chromium,
-    dump,
     english_text,
     load_average,
     open_page,
@@ -445,12 +444,7 @@ def main(argv: list[str] | None = None) -> list[Case]:
         cases, extra, scan, layer, heads, args, machine, load_average(), time.perf_counter() - started
     )
     raw = {"cases": [case.__dict__ for case in cases], "layer_scan": scan, **extra}
-    if args.no_publish:
-        print(body)
-    else:
-        dump(OUT_DIR / f"{SECTION}.json", raw)
-        for path in publish(SECTION, body):
-            print(f"wrote {path}")
+    finish(SECTION, body, args.no_publish, raw)
     return cases
 
 

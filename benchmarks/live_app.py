@@ -15,7 +15,6 @@ The shared texts (:data:`PARAGRAPHS`) are plain English, so tokenisers see ordin
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -40,7 +39,6 @@ __all__ = [
     "WatchedPage",
     "chromium",
     "click_toggle",
-    "dump",
     "english_text",
     "load_average",
     "open_page",
@@ -58,6 +56,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
 ]
 VIEWPORT = {"width": 1400, "height": 1000}  # as in tests/e2e
 SERVER_START_TIMEOUT_S = 120.0
@@ -493,9 +493,3 @@ class TreeLoad:
         wall = time.perf_counter() - wall_start
         if wall > 0:
             self.cores = max(0.0, _busy_cpu_seconds() - busy_start - own) / wall
-
-
-def dump(path: Path, data: object) -> None:
-    """Write raw measurements as JSON next to the published tables."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=str) + "\n")

@@ -53,12 +53,11 @@ from urllib.parse import urlencode
 if __package__ in (None, ""):  # run as `python benchmarks/toggle_latency.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import OUT_DIR, describe_machine, markdown_table, publish
+from benchmarks.common import describe_machine, finish, markdown_table
 from benchmarks.live_app import (
     TreeLoad,
     chromium,
     click_toggle,
-    dump,
     english_text,
     load_average,
     open_page,
@@ -415,12 +414,7 @@ def main(argv: list[str] | None = None) -> list[Series]:
         }
         for s in results
     ] + [{"server_pieces_s": pieces}]
-    if args.no_publish:
-        print(body)
-    else:
-        dump(OUT_DIR / f"{SECTION}.json", raw)
-        for path in publish(SECTION, body):
-            print(f"wrote {path}")
+    finish(SECTION, body, args.no_publish, raw)
     return results
 
 

@@ -13,7 +13,7 @@ from attention_viz.rollout import attention_rollout
 from attention_viz.stats import head_statistics
 from ui import cache
 from ui.chrome import cut_notes, display_settings, run_or_stop
-from ui.controls import mask_controls, model_and_texts, model_params
+from ui.controls import model_and_texts, model_params, page_masks
 from ui.state import Param, clamp_index, publish, restore, show_notes
 
 PAGE = "explorer"
@@ -50,15 +50,7 @@ if not texts:
     st.warning("Type a sentence to see its attention.")
     st.stop()
 
-natural = run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…")
-policy = mask_controls(
-    "ex",
-    loaded.decoder,
-    natural,
-    loaded.max_positions,
-    show_window=not presentation,
-    show_side=not presentation,
-)
+policy = page_masks("ex", model_name, loaded, texts, presentation)
 
 # Out-of-range values (from a shared link or a model switch) fall back to the nearest valid one.
 clamp_index("ex_layer", loaded.num_layers)

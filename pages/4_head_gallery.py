@@ -11,7 +11,7 @@ from attention_viz.gallery import TYPICAL, selected_heads, thumbnail_figure, thu
 from attention_viz.stats import STAT_COLUMNS
 from ui import cache
 from ui.chrome import cut_notes, display_settings, run_or_stop
-from ui.controls import mask_controls, model_and_texts, model_params
+from ui.controls import model_and_texts, model_params, page_masks
 from ui.state import Param, clamp_index, publish, restore, show_notes
 
 PAGE = "gallery"
@@ -72,15 +72,7 @@ if not texts:
     st.warning("Type a sentence to see its attention.")
     st.stop()
 
-natural = run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…")
-policy = mask_controls(
-    "hg",
-    loaded.decoder,
-    natural,
-    loaded.max_positions,
-    show_window=not presentation,
-    show_side=not presentation,
-)
+policy = page_masks("hg", model_name, loaded, texts, presentation)
 # Out-of-range values (from a shared link or a model switch) fall back to the nearest valid one.
 clamp_index("hg_layer", loaded.num_layers)
 clamp_index("hg_head", loaded.num_heads)

@@ -6,7 +6,8 @@ import streamlit as st
 
 from attention_viz.loading import BUNDLED, DEFAULT_MODEL, LoadedModel
 from attention_viz.policy import MaskPolicy
-from ui.chrome import model_or_stop
+from ui import cache
+from ui.chrome import model_or_stop, run_or_stop
 from ui.state import Param
 
 MAX_WINDOW = 512
@@ -122,4 +123,20 @@ def mask_controls(
         window=int(st.session_state.get(f"{prefix}_window") or 0) or None,
         padding_side=st.session_state.get(f"{prefix}_side", "right"),
         max_length=int(st.session_state[length_key]),
+    )
+
+
+def page_masks(
+    prefix: str, model_name: str, loaded: LoadedModel, texts: tuple[str, ...], presentation: bool
+) -> MaskPolicy:
+    """:func:`mask_controls` for a model page: the length follows the texts' token count, and
+    presentation mode hides the window and padding-side controls."""
+    natural = run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…")
+    return mask_controls(
+        prefix,
+        loaded.decoder,
+        natural,
+        loaded.max_positions,
+        show_window=not presentation,
+        show_side=not presentation,
     )
