@@ -35,9 +35,9 @@ lint: setup-dev ## Run ruff only
 bench: setup ## Run the benchmarks (writes to benchmarks/out/)
 	$(PYTHON) benchmarks/run_all.py
 
-clean: ## Remove caches and test/benchmark outputs (keeps .venv and .cache/)
+clean: ## Remove caches and test/benchmark outputs (keeps .venv and the converted model)
 	rm -rf .pytest_cache .ruff_cache .hypothesis tests/e2e/artifacts benchmarks/out
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
-distclean: clean ## clean, and also remove .venv and the model cache in .cache/
-	rm -rf $(VENV) .cache
+distclean: clean ## clean, and also remove .venv and the converted-model cache
+	rm -rf $(VENV) "$${ATTNVIZ_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/attention-viz}"

@@ -94,8 +94,10 @@ def stage_range(stage: str, values: torch.Tensor, palette: str = PALETTES[0]) ->
 
 
 def escape_markdown(text: str) -> str:
-    """Make a token safe inside Streamlit markdown: no HTML, no markdown syntax."""
-    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~$" else c for c in text)
+    """Make text safe inside Streamlit markdown: it shows as typed, with no HTML, no markdown
+    syntax, no entity (``&``) and no autolink (``:`` and ``@``; inside an autolinked URL the
+    other escapes would show as backslashes)."""
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~$:@&" else c for c in text)
 
 
 def escape_label(text: str) -> str:

@@ -17,6 +17,8 @@ from attention_viz.figures import escape_markdown
 
 # A URL value longer than this is refused: texts this long belong in the text box, not a link.
 MAX_PARAM_CHARS = 4000
+# A note about a refused value quotes at most this much of it, escaped so it shows as typed.
+SHOWN_VALUE_CHARS = 60
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,10 @@ def restore(page: str, params: Sequence[Param]) -> list[str]:
             try:
                 st.session_state[param.key] = param.parse(values[0])
             except ValueError as reason:
+                shown = values[0][:SHOWN_VALUE_CHARS] + ("…" if len(values[0]) > SHOWN_VALUE_CHARS else "")
                 notes.append(
-                    f"“{param.url}” was ignored ({escape_markdown(str(reason))}); the default is used."
+                    f"“{param.url}” = “{escape_markdown(shown)}” was ignored "
+                    f"({escape_markdown(str(reason))}); the default is used."
                 )
                 st.session_state[param.key] = param.initial()
         known = {param.url for param in params}
@@ -139,7 +143,8 @@ def publish(page: str, params: Sequence[Param], skip: Callable[[Param], bool] | 
 def show_notes(notes: list[str]) -> None:
     """Tell the user which link parameters were not used.
 
-    Notes never repeat a raw URL value, and names are escaped: a link cannot inject markdown.
+    Values and names are quoted escaped (and shortened): they show as typed, so a link cannot
+    inject markdown such as an image that would make the browser fetch another host.
     """
     for note in notes:
         st.info("Link: " + note, icon="🔗")
