@@ -309,7 +309,23 @@ def main() -> None:
         from common import publish
 
         load = os.getloadavg()[0]
-        publish("classroom-load", f"{table}\n\nLoad average when the run ended: {load:.2f}.")
+        body = (
+            f"{args.sessions} headless Chromium sessions at once against one `streamlit run app.py`, "
+            "all on the Model explorer with smollm2 (`python benchmarks/classroom_load.py --sessions "
+            f"{args.sessions} --readme`). Each session opens its own link (two texts, left padding), "
+            "clicks **Causal mask** and **Padding mask**, replaces its text, and clicks **Causal mask** "
+            "again; a toggle's latency runs from the click to the focused head's chart showing new "
+            "data with the run finished. At the end every session must show its own text and toggles "
+            "(URL, text box and chart).\n\n"
+            f"{table}\n\n"
+            f"- All {args.sessions} browsers run on the server's own 2 cores here, so most of each "
+            "latency is browser rendering queued behind the other sessions; in a classroom every "
+            "browser has a machine of its own and only the server's share remains.\n"
+            "- Server RSS is the resident memory of the `streamlit` process tree, sampled every 50 ms; "
+            "before = after one warm-up session loaded the model.\n"
+            f"- Load average when the run ended: {load:.2f}."
+        )
+        publish("classroom-load", body)
     sys.exit(1 if result.errors else 0)
 
 

@@ -1,8 +1,8 @@
 """Run every benchmark in one go on this machine, and describe the machine in README.md.
 
-Runs, each as its own process and in this order: capture_cost.py (when present),
-figure_payload.py, toggle_latency.py and cold_start.py. Each prints its table and rewrites its
-README section; this script fills the ``bench:machine`` section with the CPU, cores, memory,
+Runs, each as its own process and in this order: capture_cost.py, figure_payload.py,
+toggle_latency.py, cold_start.py and classroom_load.py (30 sessions). Each prints its table and
+rewrites its README section; this script fills the ``bench:machine`` section with the CPU, cores, memory,
 library versions and the date.
 
 The machine may be shared: before each script, this one waits (up to ``--max-wait`` seconds)
@@ -31,8 +31,8 @@ from benchmarks.common import describe_machine, publish
 
 BENCHMARKS = Path(__file__).resolve().parent
 REPO_ROOT = BENCHMARKS.parent
-SCRIPTS = ("capture_cost", "figure_payload", "toggle_latency", "cold_start")
-OPTIONAL = {"capture_cost"}  # written by another developer; skipped if it is not there yet
+SCRIPTS = ("capture_cost", "figure_payload", "toggle_latency", "cold_start", "classroom_load")
+ARGUMENTS = {"classroom_load": ["--sessions", "30", "--readme"]}
 SECTION = "machine"
 LOAD_POLL_S = 10
 
@@ -116,15 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or SCRIPTS:
         script = BENCHMARKS / f"{name}.py"
         if not script.exists():
-            if name in OPTIONAL:
-                print(f"== {name}: not present, skipped", flush=True)
-                continue
             failed.append(name)
             print(f"== {name}: {script} is missing", flush=True)
             continue
         print(f"== {name}: {wait_for_quiet(args.max_load, args.max_wait)}", flush=True)
         started = time.perf_counter()
-        code = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT).returncode
+        code = subprocess.run(
+            [sys.executable, str(script), *ARGUMENTS.get(name, [])], cwd=REPO_ROOT
+        ).returncode
         print(f"== {name}: exit code {code} after {time.perf_counter() - started:.0f} s", flush=True)
         if code != 0:
             failed.append(name)

@@ -200,13 +200,13 @@ def measure(browser, url: str, target: Target, length: int, runs: int) -> Series
 
 # What the explorer computes after the toggle, in page order; the effect comes after its charts.
 PIECES = (
-    "capture of the shown layer (a full forward)",
+    "capture of the shown layer (the forward stops after it)",
     "grid of all heads",
     "focused head",
     "mean over heads",
     "parity check",
     "st.cache_data pickling the capture",
-    "output effect (2 more forwards)",
+    "output effect (2 full forwards; automatic only up to 128 tokens)",
 )
 
 
@@ -347,9 +347,10 @@ def report(
         "it labels every token of a toy model, so 512 and 2048 do not exist there.",
         "- N = 2048 cannot come from a URL: the app refuses URL values over 4,000 characters and 2,048 "
         "tokens of English need about 11,000; the text is typed into the box and the length follows it.",
-        "- The explorer's toggle re-runs SmolLM2 under the new mask: a capture of the shown layer, then the "
-        "output effect (two more forwards, after the charts); at N ≤ 64 attention rollout also captures "
-        "every layer. The model stays loaded between runs.",
+        "- The explorer's toggle re-runs SmolLM2 under the new mask: a capture of the shown layer (the "
+        "forward stops after that layer), then, up to 128 tokens, the output effect (two full forwards, "
+        "after the charts; above 128 tokens it waits for its own switch); at N ≤ 64 attention rollout "
+        "also captures every layer. The model stays loaded between runs.",
         f"- Load average (1, 5, 15 min) at start {machine['load average (1, 5, 15 min) at start']}; after "
         f"the last runs: {', '.join(f'[{load}]' for load in loads[-3:])}. During a run the load average "
         "counts this benchmark's own server (2 torch threads) and browser too; others' load = cores kept "
