@@ -7,6 +7,12 @@ tokens, and compares it in one run with
 * **output_attentions eager**: ``"eager"`` attention with ``output_attentions=True``, which
   keeps every layer's weights, 30 × 9 × N² floats.
 
+Two capture cases: **capture** is ``capture(..., effect=False)`` as the app calls it, which ends
+the forward pass right after the captured layer (the later layers cannot change it), so it
+costs only part of a forward; **whole forward** is the capture's own forward pass
+(``run_forward``) recording the same layer and running to the logits, like for like with the
+plain forward. The target is judged on the whole forward, the stricter of the two.
+
 Target: the capture within 1.25× of the plain forward at N = 2048.
 
 How it is measured:
@@ -23,7 +29,7 @@ How it is measured:
 * **One model.** The attention implementation is switched with ``set_attn_implementation``
   outside the timed region and switched back to ``attention_viz`` afterwards.
 * **Time.** Wall clock of one call under ``torch.inference_mode()``. Per N: one warm-up round,
-  then ``--repeats`` rounds (``--long-repeats`` from N = 2048). Each round runs all three cases,
+  then ``--repeats`` rounds (``--long-repeats`` from N = 2048). Each round runs all four cases,
   in an order that rotates per round. The table shows medians; a ratio is median / median of
   the plain forward.
 * **Other processes.** On a shared 2-core machine torch spreads each call over both cores, so
@@ -69,7 +75,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/capture_cost.py`: mak
 
 import torch
 
-from attention_viz.capture import capture, encode, position_ids_for
+from attention_viz.capture import capture, encode, position_ids_for, run_forward
 from attention_viz.hooks import ATTENTION_NAME
 from attention_viz.loading import LoadedModel, load_model
 from attention_viz.policy import MaskPolicy
@@ -87,8 +93,8 @@ MODEL = "smollm2"
 SIZES = (128, 512, 1024, 2048)
 TARGET_RATIO = 1.25  # capture time / plain forward time, at TARGET_LENGTH tokens
 TARGET_LENGTH = 2048
-CASES = ("plain", "capture", "eager")
-IMPLEMENTATION = {"plain": "sdpa", "capture": ATTENTION_NAME, "eager": "eager"}
+CASES = ("plain", "capture", "whole", "eager")
+IMPLEMENTATION = {"plain": "sdpa", "capture": ATTENTION_NAME, "whole": ATTENTION_NAME, "eager": "eager"}
 PARAGRAPH = (
     "Attention lets every token of a sentence look at the other tokens and decide which of them "
     "matter for its own meaning. A causal language model may only look back, never ahead, so the "
@@ -181,15 +187,18 @@ def prepare(model: LoadedModel, length: int) -> Inputs:
 
 
 def calls(model: LoadedModel, inputs: Inputs, layer: int, plain_mask: str) -> dict[str, Callable]:
-    """The three measured calls, each returning its full result."""
+    """The four measured calls, each returning its full result."""
     forward = model.model
     shared = {"input_ids": inputs.input_ids, "position_ids": inputs.position_ids, "use_cache": False}
     plain_attention_mask = inputs.mask if plain_mask == "4d" else inputs.attention_mask
+    policy = MaskPolicy(causal=model.decoder, max_length=inputs.length)  # capture()'s defaults
+    encoded = encode(model, [inputs.text], policy)
     return {
         "plain": lambda: forward(**shared, attention_mask=plain_attention_mask),
         "capture": lambda: capture(
             model, inputs.text, layers=[layer], max_length=inputs.length, effect=False
         ),
+        "whole": lambda: run_forward(model, encoded, policy, [layer]),
         "eager": lambda: forward(**shared, attention_mask=inputs.additive_mask, output_attentions=True),
     }
 
@@ -241,15 +250,21 @@ def measure_quietly(
 
 
 def check(inputs: Inputs, layer: int, kept: dict[str, dict]) -> str:
-    """Confirm the three cases saw the same input; say how closely their results agree."""
+    """Confirm the four cases saw the same input; say how closely their results agree."""
     captured = kept["capture"]
     if not torch.equal(captured["input_ids"], inputs.input_ids) or not torch.equal(
         captured["mask"], inputs.mask
     ):
         raise AssertionError(f"At N = {inputs.length} the capture saw other inputs than the baselines.")
     weights = (captured["weights"] - kept["eager"]["weights"]).abs().max().item()
+    if not torch.equal(kept["whole"]["weights"], captured["weights"]):
+        raise AssertionError(f"At N = {inputs.length} the whole-forward capture recorded other weights.")
     logits = (kept["plain"]["logits"] - kept["eager"]["logits"]).abs().max().item()
-    return f"N = {inputs.length}: max |Δ| layer {layer} weights {weights:.1e}, logits plain vs eager {logits:.1e}"
+    whole = (kept["whole"]["logits"] - kept["plain"]["logits"]).abs().max().item()
+    return (
+        f"N = {inputs.length}: max |Δ| layer {layer} weights {weights:.1e}, logits plain vs eager "
+        f"{logits:.1e}, whole-forward capture vs plain {whole:.1e}"
+    )
 
 
 def run_length(model: LoadedModel, length: int, layer: int, options: argparse.Namespace) -> Timings:
@@ -265,6 +280,7 @@ def run_length(model: LoadedModel, length: int, layer: int, options: argparse.Na
             "mask": out.mask,
             "weights": out.layer(layer).weights,
         },
+        "whole": lambda out: {"logits": out[3], "weights": out[2][layer].trace.weights},
         "eager": lambda out: {"logits": out.logits, "weights": out.attentions[layer]},
     }
     kept = {case: measure(model, case, measured[case], keepers[case])[1] for case in CASES}
@@ -287,13 +303,16 @@ def verdict(results: dict[int, Timings]) -> str:
     if TARGET_LENGTH not in results:
         return f"not measured (N = {TARGET_LENGTH} was not run)"
     timings = results[TARGET_LENGTH]
-    ratio = timings.ratio("capture")
+    ratio = timings.ratio("whole")
     doubt = (
         "; unreliable, other processes disturbed every call of one side (†): run again"
-        if timings.contended("plain") or timings.contended("capture")
+        if timings.contended("plain") or timings.contended("whole")
         else ""
     )
-    return f"**{'met' if ratio <= TARGET_RATIO else 'missed'}** ({ratio:.2f}×{doubt})"
+    return (
+        f"**{'met' if ratio <= TARGET_RATIO else 'missed'}** (whole forward {ratio:.2f}×{doubt}; "
+        f"the app's capture, which stops after the layer, {timings.ratio('capture'):.2f}×)"
+    )
 
 
 def contention(results: dict[int, Timings], options: argparse.Namespace) -> str:
@@ -328,12 +347,15 @@ def report(
     headers = [
         "N",
         "plain SDPA forward (s)",
-        "capture 1 layer (s)",
+        "capture 1 layer, as the app runs it (s)",
+        "ratio",
+        "capture 1 layer, whole forward (s)",
         "ratio",
         "output_attentions eager (s)",
         "ratio",
         "peak MB plain",
         "peak MB capture",
+        "peak MB whole",
         "peak MB eager",
     ]
 
@@ -347,6 +369,8 @@ def report(
             seconds(timings, "plain"),
             seconds(timings, "capture"),
             f"{timings.ratio('capture'):.2f}×",
+            seconds(timings, "whole"),
+            f"{timings.ratio('whole'):.2f}×",
             seconds(timings, "eager"),
             f"{timings.ratio('eager'):.2f}×",
             *(f"{timings.peak_mb(case):.0f}" for case in CASES),
@@ -376,8 +400,10 @@ def report(
         f"Target, capture ≤ {TARGET_RATIO}× the plain forward at N = {TARGET_LENGTH}: {verdict(results)}.",
         "",
         f"- Plain forward mask: {plain_mask}. Eager: the same boolean mask as 0 / finfo(float32).min.",
-        "- Capture time covers the whole `capture()` call (tokenising and display tokens included).",
-        "- Checks (same input ids and mask in all three cases): "
+        "- Capture time covers the whole `capture()` call (tokenising and display tokens included); it "
+        f"ends the forward after layer {layer}. The whole-forward case is the capture's own forward "
+        "(`run_forward`, inputs prepared beforehand) recording the same layer and running to the logits.",
+        "- Checks (same input ids and mask for every case, the same recorded weights in both captures): "
         + "; ".join(timings.checks for _, timings in sorted(results.items()))
         + ".",
         contention(results, options),

@@ -74,3 +74,28 @@ def test_padding_and_window_presets(app):
     far = np.tril_indices(b.shape[0], k=-4)  # keys 4 or more tokens back
     assert np.all(b[far] == 0.0), "window 4: each token sees itself and the 3 before it"
     assert values(app, "cmp_a_chart")[far].max() > 0
+
+
+def test_each_side_has_its_own_live_toggles(app):
+    assert app.session_state["cmp_a_causal"] is True, "A starts as the decoder's own causal mask"
+    upper = None
+    for causal in (False, True):
+        app.toggle(key="cmp_a_causal").set_value(causal).run()
+        assert not app.exception
+        a = values(app, "cmp_a_chart")
+        upper = np.triu_indices(a.shape[0], k=1)
+        assert (a[upper].max() > 0) is (not causal)
+        np.testing.assert_allclose(values(app, "cmp_diff_chart"), values(app, "cmp_b_chart") - a, atol=1e-6)
+
+    app.text_area(key="cmp_text").set_value("The cat sat on the mat because it was tired.\nHi there").run()
+    app.selectbox(key="cmp_item").set_value(1).run()
+    app.radio(key="cmp_side").set_value("left").run()
+    tokens = axis_ticktext(chart(app, "cmp_b_chart"))
+    pads = [i for i, token in enumerate(tokens) if token == "[PAD]"]
+    real = [i for i, token in enumerate(tokens) if token != "[PAD]"]
+    assert pads and real
+    for padding in (False, True):
+        app.toggle(key="cmp_b_padding").set_value(padding).run()
+        assert not app.exception
+        b = values(app, "cmp_b_chart")
+        assert (b[np.ix_(real, pads)].sum() > 0) is (not padding)

@@ -98,3 +98,21 @@ def test_wrong_number_of_sentences_warns_instead_of_failing(app):
     assert not app.exception
     assert app.warning and "4" in app.warning[0].value
     assert len([c for c in app.get("plotly_chart") if "pl_heat_" in c.proto.id]) == 4
+
+
+def test_causal_mask_toggle_empties_the_upper_triangle_of_every_text(app):
+    assert app.session_state["pl_causal"] is True, "smollm2 is a decoder"
+    for causal in (False, True):
+        app.toggle(key="pl_causal").set_value(causal).run()
+        assert not app.exception
+        for item in range(3):
+            tokens, weights = item_view(app, item)
+            real = [i for i, token in enumerate(tokens) if token != PAD]
+            upper = [(q, k) for q in real for k in real if k > q]
+            ahead = np.array([weights[q, k] for q, k in upper])
+            if causal:
+                assert np.all(ahead == 0.0), "causal on: no real token sees a later one"
+            elif len(real) > 1:
+                assert ahead.max() > 0, "causal off: real tokens see later ones"
+            mask = heatmap_values(chart(app, f"pl_mask_{item}"))[0]
+            assert mask.shape == weights.shape
