@@ -21,11 +21,12 @@ How it is measured:
   (``encode`` truncates to N and pads to N; the text is longer than N, so nothing is padded).
   The baselines get the very same ``input_ids`` and ``position_ids``, prepared with ``encode``
   and ``position_ids_for`` under the policy the capture builds.
-* **Masks.** The plain forward gets the capture's own 4-D boolean mask from ``policy.build``
-  (True = may attend), which transformers passes to SDPA unchanged (``--plain-mask 2d`` passes
-  the 2-D ``attention_mask`` instead and lets transformers build its mask). Eager attention
-  *adds* its mask to the scores, so it gets the same boolean mask as 0 / ``finfo(float32).min``,
-  which is what transformers' ``eager_mask`` builds.
+* **Masks.** The plain forward gets the 2-D ``attention_mask``, as a user calling
+  ``model(input_ids, attention_mask=...)`` would, so SDPA takes its fast causal path: the
+  strictest baseline (``--plain-mask 4d`` gives it the capture's 4-D boolean mask from
+  ``policy.build`` instead, which SDPA runs more slowly). Eager attention *adds* its mask to the
+  scores, so it gets the same boolean mask as 0 / ``finfo(float32).min``, which is what
+  transformers' ``eager_mask`` builds.
 * **One model.** The attention implementation is switched with ``set_attn_implementation``
   outside the timed region and switched back to ``attention_viz`` afterwards.
 * **Time.** Wall clock of one call under ``torch.inference_mode()``. Per N: one warm-up round,
@@ -420,7 +421,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per N below 2048")
     parser.add_argument("--long-repeats", type=int, default=3, help=f"timed rounds from N = {TARGET_LENGTH}")
     parser.add_argument(
-        "--plain-mask", choices=("4d", "2d"), default="4d", help="mask given to the plain SDPA forward"
+        "--plain-mask", choices=("4d", "2d"), default="2d", help="mask given to the plain SDPA forward"
     )
     parser.add_argument(
         "--max-other-load",
