@@ -10,6 +10,7 @@ from attention_viz.policy import MaskPolicy
 from attention_viz.toy import tokenize
 from ui import cache
 from ui.chrome import display_settings
+from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 
 DEFAULT_TEXT = "the cat sat on the mat\nthe dog barked"
@@ -37,6 +38,7 @@ PARAMS = [
     Param("pg_step", "row", None, "int", low=0, high=MAX_SEQUENCE_LENGTH - 1),
 ]
 
+ensure_app_navigation()
 notes = restore(PAGE, PARAMS)
 style, presentation = display_settings()
 

@@ -14,6 +14,7 @@ from attention_viz.stats import head_statistics
 from ui import cache
 from ui.chrome import cut_notes, display_settings, run_or_stop
 from ui.controls import model_and_texts, model_params, page_masks
+from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 
 PAGE = "explorer"
@@ -36,6 +37,7 @@ PARAMS = [
     Param("ex_stage", "stage", "weights", "choice", choices=STAGES),
 ]
 
+ensure_app_navigation()
 notes = restore(PAGE, PARAMS)
 style, presentation = display_settings()
 st.title("Model explorer")

@@ -11,6 +11,7 @@ from attention_viz.leak import leak_frame, leak_meter, shade_padding
 from ui import cache
 from ui.chrome import cut_notes, display_settings, run_or_stop
 from ui.controls import mask_controls, model_and_texts, model_params
+from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 
 PAGE = "padding_lab"
@@ -26,6 +27,7 @@ PARAMS = [
     Param("pl_head", "head", 0, "int", low=0, high=1000),
 ]
 
+ensure_app_navigation()
 notes = restore(PAGE, PARAMS)
 style, presentation = display_settings()
 st.title("Padding lab")

@@ -12,6 +12,7 @@ from attention_viz.stats import STAT_COLUMNS
 from ui import cache
 from ui.chrome import cut_notes, display_settings, run_or_stop
 from ui.controls import model_and_texts, model_params, page_masks
+from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 
 PAGE = "gallery"
@@ -57,6 +58,7 @@ def choose_kind(kind: str) -> None:
     st.session_state["hg_kind"] = kind
 
 
+ensure_app_navigation()
 notes = restore(PAGE, PARAMS)
 style, presentation = display_settings()
 st.title("Head gallery")

@@ -11,6 +11,7 @@ from attention_viz.policy import MaskPolicy
 from ui import cache
 from ui.chrome import cut_notes, display_settings, run_or_stop
 from ui.controls import MAX_WINDOW, follow_length, model_and_texts, texts_of
+from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 
 PAGE = "compare"
@@ -52,6 +53,7 @@ def apply_preset(name: str) -> None:
         st.session_state["cmp_item"] = shortest_text(texts)
 
 
+ensure_app_navigation()
 notes = restore(PAGE, PARAMS)
 style, presentation = display_settings()
 st.title("Compare two mask policies")

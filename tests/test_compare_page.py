@@ -84,7 +84,7 @@ def test_each_side_has_its_own_live_toggles(app):
         assert not app.exception
         a = values(app, "cmp_a_chart")
         upper = np.triu_indices(a.shape[0], k=1)
-        assert (a[upper].max() > 0) is (not causal)
+        assert bool(a[upper].max() > 0) == (not causal)
         np.testing.assert_allclose(values(app, "cmp_diff_chart"), values(app, "cmp_b_chart") - a, atol=1e-6)
 
     app.text_area(key="cmp_text").set_value("The cat sat on the mat because it was tired.\nHi there").run()
@@ -98,4 +98,4 @@ def test_each_side_has_its_own_live_toggles(app):
         app.toggle(key="cmp_b_padding").set_value(padding).run()
         assert not app.exception
         b = values(app, "cmp_b_chart")
-        assert (b[np.ix_(real, pads)].sum() > 0) is (not padding)
+        assert bool(b[np.ix_(real, pads)].sum() > 0) == (not padding)
