@@ -153,10 +153,9 @@ def encode(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> Encoded:
             f"Sequence length {policy.max_length} is too long: {model.name} takes at most {limit}."
         )
     length = policy.max_length or limit
-    tokenizer = model.tokenizer
-    full_lengths = [len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
-    encoded = tokenizer(
-        list(texts),
+    full_lengths = [len(ids) for ids in model.tokenize(texts, truncation=False)["input_ids"]]
+    encoded = model.tokenize(
+        texts,
         padding="max_length" if policy.max_length else "longest",
         truncation=True,
         max_length=length,

@@ -73,6 +73,7 @@ class LoadedModel:
 
     ``lock`` serialises forward passes on this shared model: one CPU model runs one forward at a
     time (torch already uses every core for one), and captures must not interleave.
+    ``tokenizer_lock`` serialises calls to the tokenizer (see :meth:`tokenize`).
     """
 
     name: str
@@ -84,6 +85,17 @@ class LoadedModel:
     num_kv_heads: int
     max_positions: int
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def tokenize(self, texts: list[str], **options):
+        """The tokenizer's encoding of ``texts`` with ``options``, one call at a time.
+
+        A fast tokenizer sets its padding and truncation as state of the shared Rust tokenizer on
+        every call, so two sessions tokenising at once with different options can mix them (one
+        gets unpadded rows it asked to pad, and fails). The lock makes each call whole.
+        """
+        with self.tokenizer_lock:
+            return self.tokenizer(list(texts), **options)
 
     @property
     def kind(self) -> str:

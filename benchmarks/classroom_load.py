@@ -25,9 +25,7 @@ import asyncio
 import concurrent.futures
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -38,7 +36,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # live_app, beside this file
-from live_app import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402
+from live_app import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT_MS = 180_000  # one step may wait behind every other session's forward pass
@@ -75,29 +73,6 @@ class SessionReport:
     index: int
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-def start_server(port: int) -> tuple[subprocess.Popen, Path]:
-    log = Path(tempfile.mkstemp(prefix="attnviz-load-", suffix=".log")[1])
-    command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
-        "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-        "--server.fileWatcherType", "none",
-    ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return process, log
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("streamlit did not become healthy in 90 s")
 
 
 class MemorySampler(threading.Thread):
@@ -284,31 +259,21 @@ def run_in_own_loop(coroutine):
 
 def run_load_test(sessions: int) -> LoadResult:
     """Start a server, warm the model, drive ``sessions`` browser sessions at once, stop the server."""
-    port = free_port()
-    process, log = start_server(port)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
+    with streamlit_server() as server:
         # One warm-up session loads (and, on a cold cache, converts) the shared model first.
-        run_in_own_loop(drive(base_url, 1))
-        sampler = MemorySampler(process.pid)
-        server = psutil.Process(process.pid)
-        baseline = server.memory_info().rss
-        cpu_before = sum(server.cpu_times()[:2])
+        run_in_own_loop(drive(server.url, 1))
+        sampler = MemorySampler(server.process.pid)
+        process = psutil.Process(server.process.pid)
+        baseline = process.memory_info().rss
+        cpu_before = sum(process.cpu_times()[:2])
         sampler.start()
         start = time.perf_counter()
-        reports = run_in_own_loop(drive(base_url, sessions))
+        reports = run_in_own_loop(drive(server.url, sessions))
         seconds = time.perf_counter() - start
-        cpu = sum(server.cpu_times()[:2]) - cpu_before
+        cpu = sum(process.cpu_times()[:2]) - cpu_before
         sampler.stopped.set()
         sampler.join()
-        return LoadResult(sessions, list(reports), sampler.peak / 2**20, baseline / 2**20, seconds, cpu)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.unlink(missing_ok=True)
+    return LoadResult(sessions, list(reports), sampler.peak / 2**20, baseline / 2**20, seconds, cpu)
 
 
 def main() -> None:

@@ -126,3 +126,47 @@ def test_allowlisted_directory_loads_but_only_from_safetensors(tmp_path, monkeyp
     assert loaded.num_layers == 2 and not loaded.decoder
     result = capture(loaded, "a b a", effect=False)
     assert result.layers[1].weights.shape == (1, 2, 5, 5)
+
+
+def test_concurrent_tokenising_with_different_options_never_mixes_them(smollm2):
+    """A session counting tokens (no padding) while another pads a batch: the shared fast
+    tokenizer must not hand the batch unpadded rows (the app once failed this under load)."""
+    from attention_viz.capture import encode
+    from attention_viz.policy import MaskPolicy
+
+    texts = ["Student 2 writes that cats number 2 sat on mat 2.", "cats 2"]
+    padded = MaskPolicy(causal=True, padding_side="left", max_length=15)
+
+    def pad_batch(_: int) -> tuple[int, ...]:
+        return tuple(encode(smollm2, texts, padded).input_ids.shape)
+
+    def count(_: int) -> int:
+        return max(len(ids) for ids in smollm2.tokenize(texts, truncation=False)["input_ids"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        shapes = list(pool.map(pad_batch, range(200)))
+        counts = list(pool.map(count, range(200)))
+        mixed = [pool.submit(pad_batch if i % 2 else count, i) for i in range(400)]
+        results = [future.result() for future in mixed]
+    assert set(shapes) == {(2, 15)}
+    assert len(set(counts)) == 1
+    assert {result for result in results if isinstance(result, tuple)} == {(2, 15)}
+
+
+def test_an_unexpected_failure_shows_a_message_not_a_traceback():
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        from ui.chrome import run_or_stop
+
+        run_or_stop(lambda: 1 / 0)
+        import streamlit as st
+
+        st.write("never reached")
+
+    app = AppTest.from_function(page, default_timeout=30)
+    app.run()
+    assert not app.exception, "no traceback on the page"
+    assert len(app.error) == 1 and "ZeroDivisionError" in app.error[0].value
+    assert "server's log" in app.error[0].value
+    assert not app.markdown, "the page stops after the message"

@@ -69,5 +69,4 @@ def statistics(model_name: str, texts: tuple[str, ...], policy: MaskPolicy):
 @st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
 def token_count(model_name: str, texts: tuple[str, ...]) -> int:
     """Tokens in the longest text, before any truncation."""
-    tokenizer = model(model_name).tokenizer
-    return max(len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"])
+    return max(len(ids) for ids in model(model_name).tokenize(texts, truncation=False)["input_ids"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -13,6 +14,7 @@ from attention_viz.loading import BUNDLED, LoadedModel, needs_conversion
 from ui import cache
 
 T = TypeVar("T")
+LOG = logging.getLogger("attention_viz.app")
 
 
 def display_settings() -> tuple[FigureStyle, bool]:
@@ -68,12 +70,25 @@ def model_or_stop(name: str) -> LoadedModel:
 
 
 def run_or_stop(task: Callable[[], T], message: str = "Running the model…") -> T:
-    """Run a capture with a spinner; a :class:`UserFacingError` becomes ``st.error`` and stops the page."""
+    """Run a capture with a spinner; a failure becomes ``st.error`` and stops the page.
+
+    A :class:`UserFacingError` says what to do. Anything else is a bug: the page still shows a
+    short message instead of a traceback (a class is watching), and the traceback goes to the
+    server's log.
+    """
     try:
         with st.spinner(message):
             return task()
     except UserFacingError as error:
         st.error(str(error))
+        st.stop()
+        raise
+    except Exception as error:
+        LOG.exception("unexpected failure while: %s", message)
+        st.error(
+            f"Something went wrong ({type(error).__name__}). Change a setting or reload the page to try "
+            "again; the details are in the server's log for the host."
+        )
         st.stop()
         raise
 
