@@ -39,9 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # live_app, beside thi
 from live_app import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-STEP_TIMEOUT_MS = (
-    300_000  # one step may wait behind every other session (30 renderers on 2 cores: up to 170 s seen)
-)
+# One step may wait behind every other session: 30 renderers on 2 cores took up to 170 s.
+STEP_TIMEOUT_MS = 300_000
 CHART = ".st-key-ex_head_chart .js-plotly-plot"
 # The focused head's key tokens joined, without their "i: " prefixes, spaces or "␣" (a space token).
 SHOWN_TOKENS_JS = f"""
