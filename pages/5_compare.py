@@ -10,7 +10,15 @@ from attention_viz.loading import BUNDLED, DEFAULT_MODEL
 from attention_viz.policy import MaskPolicy
 from ui import cache
 from ui.chrome import cut_notes, display_settings, run_or_stop
-from ui.controls import MAX_WINDOW, follow_length, model_and_texts, texts_of
+from ui.controls import (
+    CAUSAL_HELP,
+    MAX_WINDOW,
+    follow_length,
+    mask_switches,
+    model_and_texts,
+    texts_of,
+    window_input,
+)
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 
@@ -108,23 +116,9 @@ policies: dict[str, MaskPolicy] = {}
 for side, column in zip(SIDES, controls, strict=False):
     with column:
         st.subheader(f"Policy {side.upper()}")
-        toggles = st.columns(2)
-        toggles[0].toggle(
-            "Causal mask", key=f"cmp_{side}_causal", help="Each token sees only itself and earlier tokens."
-        )
-        toggles[1].toggle(
-            "Padding mask",
-            key=f"cmp_{side}_padding",
-            help="No token may attend to padding (off: forgotten attention_mask).",
-        )
-        toggles[0].number_input(
-            "Sliding window",
-            min_value=0,
-            max_value=MAX_WINDOW,
-            step=1,
-            key=f"cmp_{side}_window",
-            help="0 = off. Otherwise each token sees only this many neighbours (itself included).",
-        )
+        # One above the other: side by side, a third of the page cuts their labels.
+        mask_switches(st, st, f"cmp_{side}_causal", f"cmp_{side}_padding", CAUSAL_HELP)
+        window_input(st, f"cmp_{side}_window")
         policies[side] = MaskPolicy(
             causal=bool(st.session_state[f"cmp_{side}_causal"]),
             padding_mask=bool(st.session_state[f"cmp_{side}_padding"]),

@@ -42,6 +42,31 @@ def model_picker(prefix: str) -> str:
     )
 
 
+CAUSAL_HELP = "On: each token sees only itself and earlier tokens, in every layer. "
+
+
+def mask_switches(causal_slot, padding_slot, causal_key: str, padding_key: str, causal_help: str) -> None:
+    """The ``Causal mask`` and ``Padding mask`` toggles, each in its slot (a column or ``st``)."""
+    causal_slot.toggle("Causal mask", key=causal_key, help=causal_help)
+    padding_slot.toggle(
+        "Padding mask",
+        key=padding_key,
+        help="Off simulates a forgotten attention_mask: real tokens may attend to padding.",
+    )
+
+
+def window_input(slot, key: str) -> None:
+    """The ``Sliding window`` width (0 = off) in its slot (a column or ``st``)."""
+    slot.number_input(
+        "Sliding window",
+        min_value=0,
+        max_value=MAX_WINDOW,
+        step=1,
+        key=key,
+        help="0 = off. Otherwise each token sees only this many neighbours (itself included).",
+    )
+
+
 def model_and_texts(
     prefix: str, label: str = "Text (one per line; several lines make a padded batch)", height: int = 80
 ) -> tuple[str, LoadedModel, tuple[str, ...]]:
@@ -87,17 +112,14 @@ def mask_controls(
         st.session_state[causal_key] = decoder
     follow_length(prefix, natural_length, max_length)
 
-    columns = st.columns([1.3, 1.3, 2.2, 1] if show_window else [1.3, 1.3, 3])
-    columns[0].toggle(
-        "Causal mask",
-        key=causal_key,
-        help="On: each token sees only itself and earlier tokens, in every layer. "
-        + ("This decoder was trained with it." if decoder else "This encoder never had it."),
-    )
-    columns[1].toggle(
-        "Padding mask",
-        key=f"{prefix}_padding",
-        help="Off simulates a forgotten attention_mask: real tokens may attend to padding.",
+    # Presentation mode (no window) enlarges the labels: the toggles get more room.
+    columns = st.columns([1.3, 1.3, 2.2, 1] if show_window else [1.8, 1.8, 3])
+    mask_switches(
+        columns[0],
+        columns[1],
+        causal_key,
+        f"{prefix}_padding",
+        CAUSAL_HELP + ("This decoder was trained with it." if decoder else "This encoder never had it."),
     )
     columns[2].slider(
         "Sequence length",
@@ -107,14 +129,7 @@ def mask_controls(
         help="Every text is cut or padded to this many tokens.",
     )
     if show_window:
-        columns[3].number_input(
-            "Sliding window",
-            min_value=0,
-            max_value=MAX_WINDOW,
-            step=1,
-            key=f"{prefix}_window",
-            help="0 = off. Otherwise each token sees only this many neighbours (itself included).",
-        )
+        window_input(columns[3], f"{prefix}_window")
     if show_side:
         st.radio("Padding side", ("right", "left"), key=f"{prefix}_side", horizontal=True)
     return MaskPolicy(
