@@ -232,6 +232,9 @@ elif effect is not None and effect.cosine is not None:
 if not presentation:
     with st.expander("Export"):
         # Files are built only when a button is clicked (deferred data), so toggles stay fast.
+        # on_click="ignore": a click must not rerun the script. A rerun re-registers every deferred
+        # file under a new id and, when it ends, drops the old ones, so on a busy server the click's
+        # own file request could arrive after its id was gone and no download would start.
         columns = st.columns(4)
         columns[0].download_button(
             "Weights (CSV)",
@@ -239,9 +242,14 @@ if not presentation:
             f"{model_name}-layer{layer}.csv",
             "text/csv",
             key="ex_dl_csv",
+            on_click="ignore",
         )
         columns[1].download_button(
-            "Weights (NPZ)", lambda: to_npz(result), f"{model_name}-layer{layer}.npz", key="ex_dl_npz"
+            "Weights (NPZ)",
+            lambda: to_npz(result),
+            f"{model_name}-layer{layer}.npz",
+            key="ex_dl_npz",
+            on_click="ignore",
         )
         columns[2].download_button(
             "Head statistics (CSV)",
@@ -249,6 +257,7 @@ if not presentation:
             f"{model_name}-layer{layer}-heads.csv",
             "text/csv",
             key="ex_dl_stats",
+            on_click="ignore",
         )
         columns[3].download_button(
             "Figure (HTML, works offline)",
@@ -256,5 +265,6 @@ if not presentation:
             f"{model_name}-layer{layer}.html",
             "text/html",
             key="ex_dl_html",
+            on_click="ignore",
         )
         st.caption("Every chart's camera icon also saves a PNG.")
