@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -45,6 +46,9 @@ class LayerRecord:
         key: ``(B, H, T, d)`` keys, expanded from the KV heads to one per query head.
         kv_head: ``(H,)`` index of the KV head that each query head reads.
         scale: the scale the model applied to Q Kᵀ.
+        model_parity: max |Δ| between ``trace.weights`` and the weights of the model's own eager
+            attention on the same Q, K, V and mask, over rows that attend to something; None if
+            the model's code has no eager attention function to compare with.
     """
 
     trace: AttentionTrace
@@ -52,6 +56,7 @@ class LayerRecord:
     key: torch.Tensor
     kv_head: torch.Tensor
     scale: float
+    model_parity: float | None = None
 
 
 class AllLayersRecorded(Exception):  # noqa: N818 (a signal, not an error)
@@ -108,6 +113,49 @@ def _as_boolean_mask(attention_mask: torch.Tensor | None, query: torch.Tensor) -
     return attention_mask > torch.finfo(attention_mask.dtype).min / 2
 
 
+def _model_eager_attention(module: torch.nn.Module) -> Callable | None:
+    """The eager attention function defined beside the model's attention class, if any.
+
+    transformers' modelling files (Llama, BERT, ...) each define a public
+    ``eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout)``
+    that returns ``(output, weights)``: the model's own plain-PyTorch attention, independent of
+    our reference implementation.
+    """
+    return getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+
+
+def model_parity(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    trace: AttentionTrace,
+) -> float | None:
+    """Max |Δ| between ``trace.weights`` and the model's own eager attention weights.
+
+    Args:
+        query: ``(B, H, T, d)``. key, value: ``(B, H_kv, T, d)``, as the layer computed them (the
+            eager function expands shared KV heads itself). mask: ``(B, 1, T, T)`` bool or None.
+        trace: what the reference implementation computed from the same inputs.
+
+    Returns:
+        the largest difference over rows that attend to something (eager spreads a fully masked
+        row uniformly; we zero it), or None if the model has no eager attention function.
+    """
+    eager = _model_eager_attention(module)
+    if eager is None:
+        return None
+    # Eager attention adds its mask to the scores; transformers' own convention is finfo.min.
+    additive = None if mask is None else torch.where(mask, 0.0, torch.finfo(query.dtype).min).to(query.dtype)
+    _, eager_weights = eager(module, query, key, value, additive, scaling=scale, dropout=0.0)  # (B, H, T, T)
+    real_rows = ~trace.empty_rows  # (B, H, T)
+    if not bool(real_rows.any()):
+        return 0.0
+    return float((eager_weights - trace.weights).abs()[real_rows].max())
+
+
 def attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -148,7 +196,12 @@ def attention_forward(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     trace = scaled_dot_product_attention(query, key_expanded, value_expanded, mask=mask, scale=scale)
     recorder.records[layer] = LayerRecord(
-        trace=trace, query=query, key=key_expanded, kv_head=kv_head.cpu(), scale=float(scale)
+        trace=trace,
+        query=query,
+        key=key_expanded,
+        kv_head=kv_head.cpu(),
+        scale=float(scale),
+        model_parity=model_parity(module, query, key, value, mask, scale, trace),
     )
     if recorder.stop_when_done and len(recorder.records) == len(recorder.layers):
         raise AllLayersRecorded

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -163,3 +165,28 @@ def test_models_outside_the_allowlist_are_refused():
     for name in ("../../etc", "/etc", "someone/some-model", "nope"):
         with pytest.raises(UserFacingError, match="allowlist"):
             load_model(name)
+
+
+@pytest.mark.parametrize("model_name", ["smollm2", "minilm"])
+def test_parity_compares_with_the_models_own_eager_attention(model_name, request, monkeypatch):
+    """The explorer's parity line checks the reference against the model's code, not itself."""
+    from attention_viz.capture import parity_delta
+
+    loaded = request.getfixturevalue(model_name)
+    result = capture(loaded, TEXTS, layers=[0, loaded.num_layers - 1], padding_side="left", effect=False)
+    for layer in result.layers:
+        delta = parity_delta(result, layer)
+        assert delta is not None and delta <= 1e-6, f"layer {layer}: {delta}"
+
+    # A model whose own eager attention computed something else must show up as a mismatch.
+    attention_class = next(m for m in loaded.model.modules() if getattr(m, "layer_idx", None) == 0)
+    modelling = sys.modules[type(attention_class).__module__]
+    model_eager = modelling.eager_attention_forward
+
+    def off_by_a_little(*args, **kwargs):
+        output, weights = model_eager(*args, **kwargs)
+        return output, weights * 0.99
+
+    monkeypatch.setattr(modelling, "eager_attention_forward", off_by_a_little)
+    skewed = capture(loaded, TEXTS, layers=[0], effect=False)
+    assert parity_delta(skewed, 0) > 1e-3
