@@ -23,8 +23,12 @@ def display_settings() -> tuple[FigureStyle, bool]:
     Returns the figure style and whether presentation mode is on (pages then hide secondary
     controls).
     """
-    st.session_state.setdefault("presentation", False)
-    st.session_state.setdefault("palette", PALETTES[0])
+    # Re-assigned, not setdefault: the same switch on another page is another widget to
+    # Streamlit, which would drop this one's value on a page change. A teacher who turns on
+    # presentation mode once keeps it on every page.
+    for key, default in (("presentation", False), ("palette", PALETTES[0])):
+        value = st.session_state.get(key)
+        st.session_state[key] = default if value is None else value
     with st.sidebar:
         st.toggle(
             "Presentation mode",
