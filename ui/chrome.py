@@ -48,6 +48,9 @@ def display_settings() -> tuple[FigureStyle, bool]:
         st.markdown(
             "<style>.stApp p, .stApp label, .stApp li {font-size: 1.35rem !important;}"
             " .stApp h1 {font-size: 3rem !important;} .stApp textarea {font-size: 1.25rem !important;}"
+            # What a selectbox or number input holds (model, head, palette) must read as well as its label.
+            ' .stApp [data-testid="stSelectbox"] input, .stApp [data-testid="stNumberInput"] input'
+            " {font-size: 1.2rem !important;}"
             # A slider's value floats just above its track: enlarged, it would cover the track.
             ' .stApp [data-testid="stSliderThumbValue"], .stApp [data-testid="stSliderThumbValue"] *,'
             ' .stApp [data-testid="stSliderTickBar"] * {font-size: 1rem !important;}'
