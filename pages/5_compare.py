@@ -71,7 +71,7 @@ st.caption(
 )
 show_notes(notes)
 
-examples = st.columns([1, 1, 1, 1, 2], vertical_alignment="center")
+examples = st.columns([1.1, 1.4, 1.6, 1.4, 0.5], vertical_alignment="center")
 examples[0].markdown("**Try an example:**")
 for column, (name, preset) in zip(examples[1:], PRESETS.items(), strict=False):
     column.button(
