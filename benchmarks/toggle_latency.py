@@ -200,11 +200,10 @@ def measure(browser, url: str, target: Target, length: int, runs: int) -> Series
 
 # What the explorer computes after the toggle, in page order; the effect comes after its charts.
 PIECES = (
-    "capture of the shown layer (the forward stops after it)",
+    "capture of the shown layer and its parity check (the forward stops after the layer)",
     "grid of all heads",
     "focused head",
     "mean over heads",
-    "parity check",
     "st.cache_data pickling the capture",
     "output effect (2 full forwards; automatic only up to 128 tokens)",
 )
@@ -220,7 +219,7 @@ def server_pieces(sizes: list[int], repeats: int) -> dict[int, dict[str, float]]
     """
     import pickle
 
-    from attention_viz.capture import capture, effect_of, parity_delta
+    from attention_viz.capture import capture, effect_of
     from attention_viz.figures import FigureStyle, head_grid, heatmap, stage_range
     from attention_viz.loading import load_model
     from attention_viz.policy import MaskPolicy
@@ -259,9 +258,8 @@ def server_pieces(sizes: list[int], repeats: int) -> dict[int, dict[str, float]]
                 PIECES[3],
                 partial(heatmap, weights.mean(0), tokens, tokens, scale, allowed=allowed, style=style),
             )
-            timed(PIECES[4], partial(parity_delta, result, 0))
-            timed(PIECES[5], partial(pickle.dumps, result, protocol=pickle.HIGHEST_PROTOCOL))
-            timed(PIECES[6], partial(effect_of, model, [text], policy))
+            timed(PIECES[4], partial(pickle.dumps, result, protocol=pickle.HIGHEST_PROTOCOL))
+            timed(PIECES[5], partial(effect_of, model, [text], policy))
         results[length] = {piece: statistics.median(values) for piece, values in seconds.items()}
         print(
             f"  server pieces N={length}: " + ", ".join(f"{k} {v:.2f} s" for k, v in results[length].items()),
