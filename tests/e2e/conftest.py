@@ -36,13 +36,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,31 +43,19 @@ from urllib.parse import urlsplit
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from benchmarks import live_app
+from benchmarks.live_app import CHROMIUM, REPO_ROOT, VIEWPORT
+
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
 APT_COMMAND = (
     "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
     "--no-install-recommends chromium fonts-liberation fonts-dejavu-core fonts-noto-color-emoji libatomic1"
 )
-# The browser flags keep Chromium from calling Google's services at start-up: on a
-# machine with no outside network those calls fail noisily instead.
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # we run as root in CI, where the sandbox refuses to start
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LOCAL_SCHEMES = {"data", "blob", "about"}
 # Any http(s) URL whose host is not local: such requests are recorded, then aborted.
 EXTERNAL_HTTP = re.compile(r"^https?://(?!(?:127\.0\.0\.1|localhost|\[::1\])(?::\d+)?(?:[/?#]|$))", re.I)
 EXTERNAL_WS = re.compile(r"^wss?://(?!(?:127\.0\.0\.1|localhost|\[::1\])(?::\d+)?(?:[/?#]|$))", re.I)
-VIEWPORT = {"width": 1400, "height": 1000}
-SERVER_START_TIMEOUT_S = 60.0
 APP_TIMEOUT_MS = 60_000
 
 # Streamlit's frontend, opened at a deep link such as /model_explorer, first looks for its
@@ -103,21 +84,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
-# --- the server ----------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200 and response.read().strip() == b"ok"
-    except (urllib.error.URLError, OSError):
-        return False
+# --- the server and the browser: the same helpers the benchmarks use ------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -127,48 +94,8 @@ def streamlit_server() -> Iterator[str]:
     app_path = app if app.is_absolute() else REPO_ROOT / app
     if not app_path.is_file():
         pytest.fail(f"e2e: app script {app_path} not found (set ATTNVIZ_E2E_APP to choose another)")
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    # stdout and stderr go to a file: a pipe nobody reads would fill up and stall the server.
-    log = tempfile.NamedTemporaryFile(prefix="attnviz-e2e-server-", suffix=".log", delete=False)
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(app_path),
-        "--server.port", str(port),
-        "--server.address", "127.0.0.1",
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-
-    def server_output() -> str:
-        return Path(log.name).read_text(errors="replace")[-5000:]
-
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not _healthy(url):
-        if process.poll() is not None:
-            pytest.fail(f"e2e: streamlit exited with code {process.returncode}:\n{server_output()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            waited = f"{SERVER_START_TIMEOUT_S:.0f} s"
-            pytest.fail(f"e2e: streamlit not healthy after {waited}:\n{server_output()}")
-        time.sleep(0.2)
-
-    yield url
-
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
-    os.unlink(log.name)
-
-
-# --- the browser ---------------------------------------------------------------------------------
+    with live_app.streamlit_server(app_path) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")
@@ -179,12 +106,8 @@ def browser():
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with live_app.chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @dataclass
