@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from attention_viz.errors import UserFacingError
 
@@ -52,8 +53,16 @@ def _add_capture_options(parser: argparse.ArgumentParser, layers_required: bool)
     parser.add_argument("--max-length", type=_positive, default=None, help="truncate or pad to N tokens")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake prints one line like every other error (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m attention_viz", description=__doc__.splitlines()[0])
+    # Sub-command parsers are made with the same class, so their mistakes are one line too.
+    parser = OneLineParser(prog="python -m attention_viz", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     capture_parser = commands.add_parser("capture", help="capture attention and write .json, .npz or .csv")
     _add_capture_options(capture_parser, layers_required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -86,6 +87,11 @@ def test_capture_writes_every_format(tmp_path, suffix):
         (["heads", "--model", "/etc", "--text", "hi"], "allowlist"),
         (["heads", "--model", "HuggingFaceTB/SmolLM2-360M", "--text", "hi"], "allowlist"),
         (["capture", "--text", "hi", "--layers", "0", "--out", "x.txt"], ".json"),
+        # argparse's own mistakes are one line too.
+        (["heads", "--text", "hi", "--layers", "abc"], "--layers"),
+        (["heads"], "--text"),
+        (["heads", "--text", "hi", "--padding-side", "up"], "--padding-side"),
+        (["paint", "--text", "hi"], "paint"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(args, message):
@@ -96,7 +102,28 @@ def test_bad_input_is_one_line_and_non_zero(args, message):
     assert "Traceback" not in done.stderr
 
 
-def test_long_text_is_truncated_with_a_notice():
-    done = run_cli("heads", "--model", "minilm", "--text", "word " * 2000, "--layers", "0")
+def test_fifty_thousand_characters_are_truncated_with_a_notice():
+    text = "word " * 10_000
+    assert len(text) == 50_000
+    done = run_cli("heads", "--model", "minilm", "--text", text, "--layers", "0")
     assert done.returncode == 0, done.stderr
     assert "notice:" in done.stderr and "cut" in done.stderr
+    assert len(done.stdout.strip().splitlines()) == 1 + 12  # header + one row per head of layer 0
+
+
+def test_strange_scripts_and_characters_run_in_one_batch():
+    texts = [
+        "注意力机制很有趣。",
+        "الانتباه مهم جدا",  # right-to-left
+        "cats 🐱🐈 purr 👍🏽",
+        "zero\u200bwidth\u200djoiner",
+        "cafe\u0301 with a combining accent",
+        "control\x07 and \x1b[31m escape",
+        "<script>alert(1)</script>",
+    ]
+    arguments = [argument for text in texts for argument in ("--text", text)]
+    done = run_cli("heads", "--model", "minilm", *arguments, "--layers", "0")
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(io.StringIO(done.stdout))
+    assert len(table) == 12
+    assert table.drop(columns=["layer", "head", "kv_head"]).notna().all().all()
