@@ -27,6 +27,7 @@ __all__ = [
     "default_policy",
     "effect_of",
     "encode",
+    "effect_bytes",
     "estimate_bytes",
     "parity_delta",
 ]
@@ -35,6 +36,9 @@ __all__ = [
 # (scores, masked scores, weights); the capture then keeps two (scores, weights).
 STAGES_KEPT = 3
 BYTES_PER_VALUE = 4
+# The output effect compares two outputs (the policy's and the default's), kept whole; its
+# log-softmax and KL run a chunk of positions at a time (attention_viz.effect).
+EFFECT_OUTPUTS = 2
 
 
 @dataclass(frozen=True)
@@ -192,22 +196,42 @@ def estimate_bytes(layers: int, heads: int, length: int, batch: int) -> int:
     return layers * heads * length * length * batch * STAGES_KEPT * BYTES_PER_VALUE
 
 
-def check_budget(model: LoadedModel, layers: int, length: int, batch: int) -> None:
-    """Refuse a capture bigger than the host's memory budget, saying what would fit."""
-    budget_mb = load_settings().memory_budget_mb
-    needed_mb = estimate_bytes(layers, model.num_heads, length, batch) / 2**20
+def effect_bytes(model: LoadedModel, length: int, batch: int) -> int:
+    """Memory the output effect holds: the two outputs it compares (a decoder's logits are
+    batch × T × vocabulary: 400 MB for one 2048-token text of SmolLM2)."""
+    width = model.model.config.vocab_size if model.decoder else model.model.config.hidden_size
+    return EFFECT_OUTPUTS * batch * length * width * BYTES_PER_VALUE
+
+
+def check_budget(model: LoadedModel, layers: int, length: int, batch: int, effect: bool = False) -> None:
+    """Refuse a request bigger than the host's limits (texts per batch, memory), saying what would fit."""
+    settings = load_settings()
+    if batch > settings.max_texts:
+        raise UserFacingError(
+            f"{batch} texts were given; at most {settings.max_texts} are batched at once "
+            f"(ATTNVIZ_MAX_TEXTS). Give fewer texts."
+        )
+    budget_mb = settings.memory_budget_mb
+    attention_mb = estimate_bytes(layers, model.num_heads, length, batch) / 2**20
+    effect_mb = effect_bytes(model, length, batch) / 2**20 if effect else 0.0
+    needed_mb = attention_mb + effect_mb
     if needed_mb <= budget_mb:
         return
-    per_layer_mb = estimate_bytes(1, model.num_heads, length, batch) / 2**20
-    fitting_layers = int(budget_mb // per_layer_mb)
-    advice = (
-        f"capture at most {fitting_layers} layer(s) at this length, or use a shorter sequence"
-        if fitting_layers
-        else "use a shorter sequence or fewer texts"
-    )
+    if effect_mb > budget_mb:
+        advice = "turn off the output comparison, or use a shorter sequence or fewer texts"
+    else:
+        per_layer_mb = estimate_bytes(1, model.num_heads, length, batch) / 2**20
+        fitting_layers = int((budget_mb - effect_mb) // per_layer_mb)
+        advice = (
+            f"capture at most {fitting_layers} layer(s) at this length, or use a shorter sequence"
+            if fitting_layers
+            else "use a shorter sequence or fewer texts"
+        )
+    parts = f"{attention_mb:,.0f} MB of attention matrices ({layers} layers × {model.num_heads} heads × {length}² tokens × {batch} texts)"
+    if effect:
+        parts += f" and {effect_mb:,.0f} MB of model outputs to compare"
     raise UserFacingError(
-        f"This capture needs about {needed_mb:,.0f} MB of attention matrices ({layers} layers × "
-        f"{model.num_heads} heads × {length}² tokens × {batch} texts), over this server's budget of "
+        f"This request needs about {needed_mb:,.0f} MB: {parts}, over this server's budget of "
         f"{budget_mb:,} MB (ATTNVIZ_MEMORY_BUDGET_MB): {advice}."
     )
 
@@ -271,7 +295,9 @@ def policy_effect(
 
 def effect_of(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> OutputEffect:
     """The output effect alone (two plain forwards, no attention captured), for the app's panel."""
-    return policy_effect(model, encode(model, list(texts), policy), policy)
+    encoded = encode(model, list(texts), policy)
+    check_budget(model, 0, encoded.input_ids.shape[1], len(texts), effect=True)
+    return policy_effect(model, encoded, policy)
 
 
 def capture(
@@ -313,7 +339,7 @@ def capture(
     except ValueError as error:
         raise UserFacingError(str(error)) from error
     encoded = encode(model, texts, policy)
-    check_budget(model, len(layers), encoded.input_ids.shape[1], len(texts))
+    check_budget(model, len(layers), encoded.input_ids.shape[1], len(texts), effect=effect)
     mask, position_ids, records, output = run_forward(model, encoded, policy, layers, need_output=effect)
 
     measured = policy_effect(model, encoded, policy, output) if effect else None

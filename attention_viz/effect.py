@@ -9,6 +9,7 @@ import torch
 __all__ = ["OutputEffect", "measure_effect", "TOP_K"]
 
 TOP_K = 5
+POSITIONS_PER_CHUNK = 256  # positions whose (B, t, V) log-probabilities are held at once
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,12 @@ class OutputEffect:
     cosine: torch.Tensor | None = None
 
 
-def _top_tokens(tokenizer, probabilities: torch.Tensor) -> list[list[list[tuple[str, float]]]]:
-    """Shape: ``probabilities`` is ``(B, T, V)``."""
-    values, indices = probabilities.topk(TOP_K, dim=-1)  # (B, T, K)
-    vocabulary = tokenizer.convert_ids_to_tokens(sorted(set(indices.flatten().tolist())))
-    names = dict(zip(sorted(set(indices.flatten().tolist())), vocabulary, strict=True))
+def _top_tokens(
+    tokenizer, values: torch.Tensor, indices: torch.Tensor
+) -> list[list[list[tuple[str, float]]]]:
+    """Name the top tokens. Shape: ``values`` (probabilities) and ``indices`` are ``(B, T, K)``."""
+    ids = sorted(set(indices.flatten().tolist()))
+    names = dict(zip(ids, tokenizer.convert_ids_to_tokens(ids), strict=True))
     return [
         [
             [
@@ -66,17 +68,33 @@ def measure_effect(
     real = attention_mask.bool()  # (B, T)
     label = reference_policy.describe()
     if model.decoder:
-        log_policy = torch.log_softmax(output.float(), dim=-1)  # (B, T, V)
-        log_reference = torch.log_softmax(reference_output.float(), dim=-1)
-        kl = (log_reference.exp() * (log_reference - log_policy)).sum(-1).clamp(min=0)  # (B, T)
-        kl = kl.masked_fill(~real, 0.0)
-        flips = ((log_policy.argmax(-1) != log_reference.argmax(-1)) & real).sum(-1)  # (B,)
+        batch, length, _ = output.shape
+        kl = torch.zeros(batch, length)
+        top1_differs = torch.zeros(batch, length, dtype=torch.bool)
+        tops = {"policy": [], "reference": []}  # per chunk: (values (B, t, K), indices (B, t, K))
+        # A chunk of positions at a time: log-softmax and KL over the vocabulary would otherwise
+        # hold several more (B, T, V) tensors beside the two logits (1.6 GB each for 4 × 2048 tokens).
+        for start in range(0, length, POSITIONS_PER_CHUNK):
+            part = slice(start, start + POSITIONS_PER_CHUNK)
+            log_policy = torch.log_softmax(output[:, part].float(), dim=-1)  # (B, t, V)
+            log_reference = torch.log_softmax(reference_output[:, part].float(), dim=-1)
+            kl[:, part] = (log_reference.exp() * (log_reference - log_policy)).sum(-1).clamp(min=0)
+            top1_differs[:, part] = log_policy.argmax(-1) != log_reference.argmax(-1)
+            for name, log_probabilities in (("policy", log_policy), ("reference", log_reference)):
+                values, indices = log_probabilities.topk(TOP_K, dim=-1)  # (B, t, K)
+                tops[name].append((values.exp(), indices))
+
+        def named(name: str) -> list[list[list[tuple[str, float]]]]:
+            values = torch.cat([chunk[0] for chunk in tops[name]], dim=1)  # (B, T, K)
+            indices = torch.cat([chunk[1] for chunk in tops[name]], dim=1)
+            return _top_tokens(model.tokenizer, values, indices)
+
         return OutputEffect(
             reference_label=label,
-            top_tokens=_top_tokens(model.tokenizer, log_policy.exp()),
-            reference_top_tokens=_top_tokens(model.tokenizer, log_reference.exp()),
-            kl=kl,
-            flips=flips,
+            top_tokens=named("policy"),
+            reference_top_tokens=named("reference"),
+            kl=kl.masked_fill(~real, 0.0),
+            flips=(top1_differs & real).sum(-1),  # (B,)
         )
     weights = real[..., None].to(output.dtype)  # (B, T, 1)
     pooled = (output * weights).sum(1) / weights.sum(1).clamp(min=1)  # (B, D)

@@ -9,6 +9,7 @@
 ``ATTNVIZ_MEMORY_BUDGET_MB``   largest capture (in MB of attention matrices) one request
                                may allocate (default 2048)
 ``ATTNVIZ_MAX_TOKENS``         longest sequence the app accepts (default 2048)
+``ATTNVIZ_MAX_TEXTS``          most texts one request may batch (default 4)
 =============================  ==========================================================
 """
 
@@ -47,6 +48,7 @@ class Settings:
     allowed_models: tuple[str, ...] = ()  # local dirs / hub ids beyond the bundled models
     memory_budget_mb: int = 2048  # per-capture cap on attention matrices
     max_tokens: int = 2048  # longest sequence accepted
+    max_texts: int = 4  # most texts batched in one request
 
 
 def load_settings() -> Settings:
@@ -58,4 +60,5 @@ def load_settings() -> Settings:
         allowed_models=tuple(entry.strip() for entry in raw_allowed.split(",") if entry.strip()),
         memory_budget_mb=_int_setting("MEMORY_BUDGET_MB", Settings.memory_budget_mb),
         max_tokens=_int_setting("MAX_TOKENS", Settings.max_tokens),
+        max_texts=_int_setting("MAX_TEXTS", Settings.max_texts),
     )

@@ -138,7 +138,8 @@ if stepping:
     visible = [f"{key}: {tokens[key]}" for key in range(length) if bool(result.mask[item, 0, row, key])]
     buttons[2].markdown(
         f"**Query {row} “{escape_markdown(tokens[row])}”** may attend to "
-        + (", ".join(f"`{escape_markdown(v)}`" for v in visible) if visible else "nothing (an empty row)")
+        # Escaped plain text, not code spans: inside backticks markdown shows the escapes themselves.
+        + (", ".join(escape_markdown(v) for v in visible) if visible else "nothing (an empty row)")
     )
 
 columns = st.columns([3, 1]) if not presentation else st.columns([4, 1])

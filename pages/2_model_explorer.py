@@ -7,7 +7,7 @@ import streamlit as st
 
 from attention_viz.capture import parity_delta
 from attention_viz.export import to_csv, to_npz
-from attention_viz.figures import downsample_factor, head_grid, heatmap, row_figure, stage_range
+from attention_viz.figures import downsample_factor, escape_label, head_grid, heatmap, row_figure, stage_range
 from attention_viz.render import layer_figure, standalone_html
 from attention_viz.rollout import attention_rollout
 from attention_viz.stats import head_statistics
@@ -125,7 +125,7 @@ if len(tokens) >= ROW_PICKER_MIN_TOKENS:
             captured.weights[item, head, query_row],
             tokens,
             allowed[query_row],
-            title=f"Head {head}, query {query_row} “{tokens[query_row]}”: weight on each key",
+            title=f"Head {head}, query {query_row} “{escape_label(tokens[query_row])}”: weight on each key",
             style=style,
         ),
         key="ex_row_chart",

@@ -7,9 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from attention_viz.capture import capture, estimate_bytes
+from attention_viz.capture import capture, effect_bytes, effect_of, estimate_bytes
 from attention_viz.errors import UserFacingError
 from attention_viz.loading import load_model
+from attention_viz.policy import MaskPolicy
 
 STRANGE_TEXTS = {
     "chinese": "注意力机制是变压器的核心。",
@@ -92,9 +93,26 @@ def test_memory_budget_refuses_with_advice(smollm2, monkeypatch):
     needed = estimate_bytes(30, 9, 200, 1) / 2**20
     assert needed > 50
     with pytest.raises(UserFacingError, match=r"budget of 50 MB.*at most \d+ layer"):
-        capture(smollm2, "word " * 300, max_length=200)
+        capture(smollm2, "word " * 300, max_length=200, effect=False)
     # One layer fits.
     assert capture(smollm2, "word " * 300, layers=[3], max_length=200, effect=False).layers[3]
+
+
+def test_the_output_effect_counts_against_the_budget(smollm2, monkeypatch):
+    # Two (1, 200, 49152) float32 logits: 75 MB, over a 50 MB budget even for one layer.
+    assert effect_bytes(smollm2, 200, 1) / 2**20 > 50
+    monkeypatch.setenv("ATTNVIZ_MEMORY_BUDGET_MB", "50")
+    with pytest.raises(UserFacingError, match=r"model outputs to compare.*turn off the output comparison"):
+        capture(smollm2, "word " * 300, layers=[3], max_length=200)
+    with pytest.raises(UserFacingError, match="turn off the output comparison"):
+        effect_of(smollm2, ["word " * 300], MaskPolicy(max_length=200))
+
+
+def test_a_batch_holds_at_most_max_texts(minilm, monkeypatch):
+    monkeypatch.setenv("ATTNVIZ_MAX_TEXTS", "3")
+    assert len(capture(minilm, ["a", "b", "c"], layers=[0]).tokens) == 3
+    with pytest.raises(UserFacingError, match=r"4 texts.*at most 3.*ATTNVIZ_MAX_TEXTS"):
+        capture(minilm, ["a", "b", "c", "d"], layers=[0])
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import streamlit as st
 
 from attention_viz.loading import BUNDLED, DEFAULT_MODEL, LoadedModel
 from attention_viz.policy import MaskPolicy
+from attention_viz.settings import load_settings
 from ui import cache
 from ui.chrome import model_or_stop, run_or_stop
 from ui.state import Param
@@ -79,7 +80,13 @@ def model_and_texts(
         model_name = model_picker(prefix)
     with top[1]:
         st.text_area(label, key=f"{prefix}_text", height=height)
-    return model_name, model_or_stop(model_name), texts_of(st.session_state[f"{prefix}_text"])
+    texts = texts_of(st.session_state[f"{prefix}_text"])
+    most = load_settings().max_texts
+    if len(texts) > most:
+        # The box keeps every line; only the batch is cut, so that one request stays bounded.
+        st.info(f"{len(texts)} lines were given; the first {most} are used (one batch holds at most {most}).")
+        texts = texts[:most]
+    return model_name, model_or_stop(model_name), texts
 
 
 def follow_length(prefix: str, natural_length: int, max_length: int) -> None:

@@ -404,7 +404,8 @@ def read_plot(page, key: str) -> Plot | None:
 
 
 def wait_for_plot(page, key: str, condition: str, arg=None, timeout_ms: int = APP_TIMEOUT_MS) -> Plot:
-    """Wait until chart ``key`` exists and the JavaScript ``condition`` holds; return its data.
+    """Wait until chart ``key`` exists and the JavaScript ``condition`` holds, then until the
+    script run has finished; return the chart's data.
 
     ``condition`` is an expression over ``plot`` (the object ``read_plot`` returns, snake_case
     fields) and ``arg``, e.g. ``"plot.ticktext.length === arg"``.
@@ -418,7 +419,10 @@ def wait_for_plot(page, key: str, condition: str, arg=None, timeout_ms: int = AP
         timeout=timeout_ms,
         polling=100,
     )
-    return Plot(**handle.json_value())
+    plot = Plot(**handle.json_value())
+    # The chart can change mid-run; wait for the run to end, so every other chart is fresh too.
+    page.wait_for_function(_APP_IDLE_JS, arg=0, timeout=timeout_ms, polling=100)
+    return plot
 
 
 def wait_for_plot_change(page, key: str, before: Plot | None, timeout_ms: int = APP_TIMEOUT_MS) -> Plot:

@@ -122,5 +122,8 @@ def test_step_through_rows_reveals_one_row_per_click(playground):
         assert revealed_rows(read_plot(page, MASK).z[0]) == row + 1
         # The revealed rows are the real weights, unchanged.
         assert shown.z[0][: row + 1] == full.z[0][: row + 1]
-    assert page.get_by_text(f"Query 2 “{FIRST_SENTENCE[2]}” may attend to").is_visible()
+    narration = page.get_by_text(f"Query 2 “{FIRST_SENTENCE[2]}” may attend to")
+    assert narration.is_visible()
+    # What the teacher reads aloud, as rendered: the visible keys, with no markdown escapes showing.
+    assert narration.inner_text().endswith("may attend to 0: the, 1: cat, 2: sat")
     assert page.get_by_role("button", name="◀ Previous row").is_enabled()
