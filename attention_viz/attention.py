@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from attention_viz.masks import as_boolean
+
 __all__ = ["AttentionTrace", "MultiHeadTrace", "multi_head_self_attention", "scaled_dot_product_attention"]
 
 
@@ -63,7 +65,8 @@ def scaled_dot_product_attention(
         q: ``(B, H, Tq, d)`` queries.
         k: ``(B, H, Tk, d)`` keys.
         v: ``(B, H, Tk, d_v)`` values.
-        mask: boolean, broadcastable to ``(B, H, Tq, Tk)``, True = may attend; None = no mask.
+        mask: boolean (or 0/1 integers), broadcastable to ``(B, H, Tq, Tk)``, True = may attend;
+            None = no mask. A float mask raises: an additive mask would be read inverted.
         scale: multiplies Q Kᵀ; defaults to ``1/√d``.
 
     Returns:
@@ -86,7 +89,7 @@ def scaled_dot_product_attention(
     scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)  # (B, H, Tq, Tk)
     if mask is None:
         mask = torch.ones((), dtype=torch.bool, device=q.device)
-    mask = mask.bool()  # kept at its own (broadcastable) shape: T² work, not H·T²
+    mask = as_boolean(mask)  # kept at its own (broadcastable) shape: T² work, not H·T²
     if torch.broadcast_shapes(mask.shape, scores.shape) != scores.shape:
         raise ValueError(
             f"The mask of shape {tuple(mask.shape)} does not broadcast to (batch, heads, queries, keys) = "

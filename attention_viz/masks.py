@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "as_boolean",
     "block_diagonal_mask",
     "causal_mask",
     "combine",
@@ -167,6 +168,22 @@ def block_diagonal_mask(segment_ids: torch.Tensor) -> torch.Tensor:
     return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]  # (B, 1, T, T)
 
 
+def as_boolean(mask: torch.Tensor) -> torch.Tensor:
+    """A mask in our convention (True = may attend), from a bool or 0/1 integer tensor.
+
+    A floating-point mask is refused: it is almost always an additive 0 / −inf mask, where
+    ``.bool()`` would silently invert it (0 = allowed would become False = masked).
+
+    Shape: returns the shape of ``mask``.
+    """
+    if mask.dtype.is_floating_point or mask.dtype.is_complex:
+        raise ValueError(
+            f"Masks are boolean here (True = may attend), got {mask.dtype}. An additive 0/−inf mask "
+            "is the last step (to_additive), not an input: pass the boolean mask it was made from."
+        )
+    return mask.bool()
+
+
 def combine(*masks: torch.Tensor | None) -> torch.Tensor | None:
     """AND masks together: a key is visible only if every mask allows it.
 
@@ -178,9 +195,9 @@ def combine(*masks: torch.Tensor | None) -> torch.Tensor | None:
     present = [mask for mask in masks if mask is not None]
     if not present:
         return None
-    result = present[0].bool()
+    result = as_boolean(present[0])
     for mask in present[1:]:
-        result = result & mask.bool()
+        result = result & as_boolean(mask)
     return result
 
 

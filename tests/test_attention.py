@@ -367,3 +367,23 @@ def test_width_must_divide_into_heads(width: int, heads: int) -> None:
     embeddings = torch.zeros(1, 3, width)
     with pytest.raises(ValueError, match=rf"width {width} must be divisible by the number of heads {heads}"):
         multi_head_self_attention(embeddings, heads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_a_float_mask_is_refused_not_read_inverted(dtype):
+    """An additive 0/−inf mask must never pass as boolean: .bool() would flip it."""
+    q = torch.randn(1, 1, 4, 8)
+    additive = masks.to_additive(masks.causal_mask(4), dtype)
+    with pytest.raises(ValueError, match="boolean"):
+        scaled_dot_product_attention(q, q, q, mask=additive)
+    with pytest.raises(ValueError, match="boolean"):
+        masks.combine(masks.causal_mask(4), additive)
+
+
+def test_a_zero_one_integer_mask_means_what_it_says():
+    q = torch.randn(1, 1, 4, 8)
+    as_ints = masks.causal_mask(4).to(torch.int64)
+    torch.testing.assert_close(
+        scaled_dot_product_attention(q, q, q, mask=as_ints).weights,
+        scaled_dot_product_attention(q, q, q, mask=masks.causal_mask(4)).weights,
+    )
