@@ -177,16 +177,18 @@ def encode(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> Encoded:
     )
 
 
-def position_ids_for(attention_mask: torch.Tensor, policy: MaskPolicy) -> torch.Tensor:
-    """Positions as a correct pipeline gives them, or as a forgotten ``attention_mask`` does.
+def position_ids_for(attention_mask: torch.Tensor, policy: MaskPolicy, decoder: bool = True) -> torch.Tensor:
+    """Positions as the model's own pipeline gives them, or as a forgotten ``attention_mask`` does.
 
-    With the padding mask on, positions count real tokens only (what ``generate`` does), so left
-    padding does not shift them. With it off the model sees ``0..T-1``, as ``model(input_ids)``
-    without an ``attention_mask`` would.
+    A decoder with the padding mask on counts real tokens only (what ``generate`` does), so left
+    padding does not shift them; with it off the model sees ``0..T-1``, as ``model(input_ids)``
+    without an ``attention_mask`` would. An encoder always sees ``0..T-1``: BERT-style models
+    never skip pads when numbering positions, so left padding really shifts their positions
+    (one reason encoders are padded on the right).
 
     Shape: ``attention_mask`` is ``(B, T)``; returns ``(B, T)``.
     """
-    if policy.padding_mask:
+    if decoder and policy.padding_mask:
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     return torch.arange(attention_mask.shape[1]).expand_as(attention_mask)
 
@@ -257,7 +259,7 @@ def run_forward(
     cannot change it) and output is None: a capture of layer 0 then costs a fraction of a forward.
     """
     mask = policy.build(encoded.attention_mask)  # (B, 1, T, T)
-    position_ids = position_ids_for(encoded.attention_mask, policy)
+    position_ids = position_ids_for(encoded.attention_mask, policy, model.decoder)
     # The model's own masks with no padding: pass the plain 2-D mask, so transformers' mask
     # function (registered under our name) lets SDPA use its fast causal / unmasked path in the
     # layers we do not record. It is exactly the mask above; the recorded layers rebuild it.

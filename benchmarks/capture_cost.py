@@ -181,7 +181,7 @@ def prepare(model: LoadedModel, length: int) -> Inputs:
         text=text,
         input_ids=encoded.input_ids,
         attention_mask=encoded.attention_mask,
-        position_ids=position_ids_for(encoded.attention_mask, policy),
+        position_ids=position_ids_for(encoded.attention_mask, policy, model.decoder),
         mask=mask,
         additive_mask=additive,
     )

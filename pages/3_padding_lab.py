@@ -98,11 +98,18 @@ for item, column in enumerate(columns[:-1]):
 with columns[-1]:
     st.markdown(
         f"Dark: may attend. Grey: masked. {side_note}\n\n"
-        "**Why decoders pad on the left.** A decoder predicts the next token from the *last* "
-        "position. With right padding, the last position of a short sentence is a [PAD], so "
-        "batched generation pads on the left and every sentence ends in the same column. Left "
-        "padding shifts the real tokens, so their position ids must skip the pads: with the "
-        "padding mask on, this capture counts positions over real tokens only, as `generate` does."
+        + (
+            "**Why decoders pad on the left.** A decoder predicts the next token from the *last* "
+            "position. With right padding, the last position of a short sentence is a [PAD], so "
+            "batched generation pads on the left and every sentence ends in the same column. Left "
+            "padding shifts the real tokens, so their position ids must skip the pads: with the "
+            "padding mask on, this capture counts positions over real tokens only, as `generate` does."
+            if loaded.decoder
+            else "**Why encoders pad on the right.** An encoder numbers positions from the first "
+            "column, pads included. With left padding every real token of a short sentence gets a "
+            "later position than it would alone, so its embedding changes even with the padding "
+            "mask on. With right padding the real tokens keep positions 0, 1, 2, …"
+        )
     )
     if not presentation:
         positions = result.position_ids[0].tolist()
