@@ -93,6 +93,12 @@ def stage_range(stage: str, values: torch.Tensor, palette: str = PALETTES[0]) ->
     return ValueRange(-bound, bound, DIVERGING, label)
 
 
+def stage_shows_mask(stage: str) -> bool:
+    """Whether a stage's picture greys out masked cells. Scores come before the mask (every
+    cell has a value: greying them would make them look like masked scores); output has no keys."""
+    return stage in ("masked_scores", "weights")
+
+
 def escape_markdown(text: str) -> str:
     """Make text safe inside Streamlit markdown: it shows as typed, with no HTML, no markdown
     syntax, no entity (``&``) and no autolink (``:`` and ``@``; inside an autolinked URL the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from attention_viz.attention import STAGES
-from attention_viz.figures import escape_markdown, head_grid, mask_figure, stage_range
+from attention_viz.figures import escape_markdown, head_grid, mask_figure, stage_range, stage_shows_mask
 from attention_viz.policy import MaskPolicy
 from attention_viz.toy import tokenize
 from ui import cache
@@ -150,7 +150,7 @@ with columns[0]:
         tokens,
         [str(feature) for feature in range(matrices.shape[-1])] if is_output else tokens,
         value_range,
-        allowed=None if is_output else result.mask[item, 0],
+        allowed=result.mask[item, 0] if stage_shows_mask(stage) else None,
         columns=2 if matrices.shape[0] > 1 else 1,
         style=style,
         panel_px=420 if presentation else 340,

@@ -7,7 +7,15 @@ import streamlit as st
 
 from attention_viz.capture import parity_delta
 from attention_viz.export import to_csv, to_npz
-from attention_viz.figures import downsample_factor, escape_label, head_grid, heatmap, row_figure, stage_range
+from attention_viz.figures import (
+    downsample_factor,
+    escape_label,
+    head_grid,
+    heatmap,
+    row_figure,
+    stage_range,
+    stage_shows_mask,
+)
 from attention_viz.render import layer_figure, standalone_html
 from attention_viz.rollout import attention_rollout
 from attention_viz.stats import head_statistics
@@ -76,6 +84,7 @@ captured = result.layer(layer)
 tokens = result.tokens[item]
 matrices = captured.stage(stage)[item]  # (H, T, T)
 allowed = result.mask[item, 0]  # (T, T)
+stage_allowed = allowed if stage_shows_mask(stage) else None  # raw scores are drawn whole
 value_range = stage_range(stage, matrices, style.palette)
 cut_notes(result.texts, result.truncated)
 
@@ -87,7 +96,7 @@ with left:
         tokens,
         tokens,
         value_range,
-        allowed=allowed,
+        allowed=stage_allowed,
         titles=[
             f"head {h}" + (f" (kv {captured.kv_head[h]})" if loaded.num_kv_heads != loaded.num_heads else "")
             for h in range(loaded.num_heads)
@@ -107,7 +116,7 @@ with left:
 with right:
     st.subheader(f"Head {head}")
     st.plotly_chart(
-        heatmap(matrices[head], tokens, tokens, value_range, allowed=allowed, style=style),
+        heatmap(matrices[head], tokens, tokens, value_range, allowed=stage_allowed, style=style),
         key="ex_head_chart",
     )
 

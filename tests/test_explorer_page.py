@@ -78,9 +78,12 @@ def test_stages_of_the_real_model(app, stage):
     assert not app.exception
     head = heatmap_values(chart(app, "ex_head_chart"))[0]
     upper = np.triu_indices(8, k=1)
+    overlays = [trace for trace in chart(app, "ex_head_chart").data if trace.name == "masked"]
     if stage == "scores":
         assert np.isfinite(head[upper]).all(), "scores exist before the mask"
+        assert not overlays, "scores come before the mask: nothing is greyed out"
     else:
+        assert overlays, "masked cells are drawn grey"
         assert np.isnan(head[upper]).all() or (head[upper] == 0).all()
     app.radio(key="ex_stage").set_value("weights").run()
 

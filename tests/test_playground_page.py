@@ -74,9 +74,15 @@ def test_every_stage_renders(app, stage):
     assert not app.exception
     panels = weights_shown(app)
     assert len(panels) == 4
+    upper = np.triu_indices(panels[0].shape[0], k=1)
+    overlays = [trace for trace in chart(app, "pg_heads_chart").data if trace.name == "masked"]
     if stage == "masked_scores":
-        upper = np.triu_indices(panels[0].shape[0], k=1)
         assert np.all(np.isnan(panels[0][upper])), "masked scores are -inf, drawn as masked cells"
+    if stage == "scores":
+        assert np.isfinite(panels[0][upper]).all(), "scores exist before the mask"
+        assert not overlays, "scores come before the mask: nothing is greyed out"
+    if stage in ("masked_scores", "weights"):
+        assert overlays, "masked cells are drawn grey"
 
 
 def test_heads_width_seed_controls(app):
