@@ -161,7 +161,8 @@ def encode(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> Encoded:
             f"Sequence length {policy.max_length} is too long: {model.name} takes at most {limit}."
         )
     length = policy.max_length or limit
-    full_lengths = [len(ids) for ids in model.tokenize(texts, truncation=False)["input_ids"]]
+    # verbose=False: counting the full length is not an error ("sequence longer than..." warning).
+    full_lengths = [len(ids) for ids in model.tokenize(texts, truncation=False, verbose=False)["input_ids"]]
     encoded = model.tokenize(
         texts,
         padding="max_length" if policy.max_length else "longest",

@@ -18,11 +18,14 @@ EXIT_USAGE = 2
 
 def _layers(text: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        layers = [int(part) for part in text.split(",") if part.strip()]
     except ValueError as error:
         raise argparse.ArgumentTypeError(
             f"layers must be comma-separated whole numbers, got {text!r}"
         ) from error
+    if not layers:
+        raise argparse.ArgumentTypeError(f"name at least one layer, e.g. 0 or 0,5; got {text!r}")
+    return layers
 
 
 def _positive(text: str) -> int:
@@ -97,12 +100,15 @@ def _capture(args: argparse.Namespace, layers: list[int] | None):
         max_length=args.max_length,
         effect=False,
     )
+    limit = (
+        f"--max-length {args.max_length}"
+        if args.max_length is not None and args.max_length < model.max_positions
+        else f"{model.name}'s limit of {model.max_positions} tokens"
+    )
     for text, cut in zip(result.texts, result.truncated, strict=True):
         if cut:
-            print(
-                f"notice: {cut} tokens of {text[:30]!r}… were cut to fit {model.name}'s limit.",
-                file=sys.stderr,
-            )
+            shown = repr(text[:30]) + ("…" if len(text) > 30 else "")
+            print(f"notice: {cut} tokens of {shown} were cut to fit {limit}.", file=sys.stderr)
     return model, result
 
 

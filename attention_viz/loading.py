@@ -103,6 +103,8 @@ class LoadedModel:
 
     def check_layers(self, layers: list[int]) -> list[int]:
         """Validate zero-based layer indices; raise with the valid range if one is out of it."""
+        if not layers:
+            raise UserFacingError(f"Name at least one layer: {self.name} has layers 0–{self.num_layers - 1}.")
         for layer in layers:
             if not 0 <= layer < self.num_layers:
                 raise UserFacingError(
@@ -253,6 +255,9 @@ def load_model(
                 f"Model {name!r} is not available offline (no network to the model hub here)."
             ) from error
         raise UserFacingError(f"Could not load model {name!r}: {error}") from error
+    except ValueError as error:  # e.g. a model that needs remote code, which is never trusted
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserFacingError(f"Could not load model {name!r}: {first_line}") from error
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attention_viz.errors import UserFacingError
+
 PREFIX = "ATTNVIZ_"
 
 
@@ -34,9 +36,9 @@ def _int_setting(name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError as error:
-        raise ValueError(f"{PREFIX}{name} must be a whole number, got {raw!r}.") from error
+        raise UserFacingError(f"{PREFIX}{name} must be a whole number, got {raw!r}.") from error
     if value < 1:
-        raise ValueError(f"{PREFIX}{name} must be positive, got {value}.")
+        raise UserFacingError(f"{PREFIX}{name} must be positive, got {value}.")
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -13,9 +14,14 @@ import pytest
 from tests_support import ROOT
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "attention_viz", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "attention_viz", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -92,6 +98,7 @@ def test_capture_writes_every_format(tmp_path, suffix):
         (["heads"], "--text"),
         (["heads", "--text", "hi", "--padding-side", "up"], "--padding-side"),
         (["paint", "--text", "hi"], "paint"),
+        (["heads", "--text", "hi", "--layers", ","], "at least one layer"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(args, message):
@@ -122,8 +129,25 @@ def test_strange_scripts_and_characters_run_in_one_batch():
         "<script>alert(1)</script>",
     ]
     arguments = [argument for text in texts for argument in ("--text", text)]
-    done = run_cli("heads", "--model", "minilm", *arguments, "--layers", "0")
+    # A host may batch more than the default 4 texts.
+    done = run_cli("heads", "--model", "minilm", *arguments, "--layers", "0", env={"ATTNVIZ_MAX_TEXTS": "7"})
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(io.StringIO(done.stdout))
     assert len(table) == 12
     assert table.drop(columns=["layer", "head", "kv_head"]).notna().all().all()
+
+
+def test_a_bad_host_setting_is_one_line():
+    done = run_cli("heads", "--model", "minilm", "--text", "hi", env={"ATTNVIZ_MAX_TOKENS": "abc"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: ATTNVIZ_MAX_TOKENS must be a whole number, got 'abc'."
+    ]
+
+
+def test_max_length_cut_names_its_cause():
+    done = run_cli("heads", "--model", "minilm", "--text", "one two three four five six", "--max-length", "3")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "notice: 5 tokens of 'one two three four five six' were cut to fit --max-length 3."
+    ]
