@@ -3,20 +3,41 @@
 from __future__ import annotations
 
 import torch
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 __all__ = ["PAD_LABEL", "clean_token", "display_tokens"]
 
 PAD_LABEL = "[PAD]"
 _MARKERS = {"Ġ": " ", "▁": " ", "Ċ": "\n", "ĉ": "\t"}
+# Byte-level BPE (GPT-2, SmolLM2) writes every byte as one printable character ("Ġ" is a space).
+_BYTE_OF_CHARACTER = {character: byte for byte, character in bytes_to_unicode().items()}
+
+
+def _byte_fragment(raw: str) -> str | None:
+    """``⟨e6 b3⟩`` for a byte-level token that holds only part of a UTF-8 character (a piece of a
+    Chinese character, an emoji, a zero-width space), else None. Its byte-alphabet spelling
+    ("æ³") would read as garbage; its bytes are what it really is."""
+    if not raw or any(character not in _BYTE_OF_CHARACTER for character in raw):
+        return None
+    data = bytes(_BYTE_OF_CHARACTER[character] for character in raw).lstrip(b" ")
+    try:
+        data.decode("utf-8")
+        return None
+    except UnicodeDecodeError:
+        return "⟨" + data.hex(" ") + "⟩"
 
 
 def clean_token(raw: str, decoded: str) -> str:
-    """A readable label: the decoded text when it is whole, else the raw token with markers mapped.
+    """A readable label: the decoded text when it is whole, the bytes of a partial character
+    (``⟨e6 b3⟩``), else the raw token with markers mapped.
 
     Leading spaces are dropped, newlines and tabs become ``↵`` and ``⇥``, and a token that is
     only white space is shown as ``␣``.
     """
-    text = decoded if decoded and "\ufffd" not in decoded else "".join(_MARKERS.get(c, c) for c in raw)
+    if decoded and "\ufffd" not in decoded:
+        text = decoded
+    else:
+        text = _byte_fragment(raw) or "".join(_MARKERS.get(c, c) for c in raw)
     text = text.replace("\n", "↵").replace("\t", "⇥").strip(" ")
     return text or "␣"
 

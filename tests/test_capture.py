@@ -161,6 +161,15 @@ def test_display_tokens_are_clean(smollm2, minilm):
     assert capture(minilm, "The cat sat", effect=False).tokens[0] == ["[CLS]", "the", "cat", "sat", "[SEP]"]
 
 
+def test_partial_characters_show_as_their_bytes(smollm2):
+    """Byte-level BPE splits an emoji into byte pieces: each label is its bytes, not mojibake."""
+    tokens = capture(smollm2, "cats 🐱", layers=[0], effect=False).tokens[0]
+    assert tokens[0] == "cats"
+    fragments = [token for token in tokens[1:] if token.startswith("⟨")]
+    assert len(fragments) == len(tokens) - 1 > 1
+    assert bytes.fromhex(" ".join(token.strip("⟨⟩") for token in fragments)) == "🐱".encode()
+
+
 def test_max_length_truncates_and_pads(smollm2):
     result = capture(smollm2, TEXTS, max_length=4, layers=[0], effect=False)
     assert result.input_ids.shape == (2, 4)
