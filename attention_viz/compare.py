@@ -161,6 +161,8 @@ def effect_table(
         item: the text to report.
 
     Returns one row per side, in the order given.
+
+    Shape: ``attention_mask`` is ``(B, T)``.
     """
     real = attention_mask[item].bool()  # (T,)
     positions = real.nonzero().flatten()  # (real tokens,)

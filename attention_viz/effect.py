@@ -64,6 +64,8 @@ def measure_effect(
         model: the :class:`attention_viz.loading.LoadedModel`.
         attention_mask: ``(B, T)`` 1 = real token.
         output, reference_output: decoder logits ``(B, T, V)`` or encoder hidden states ``(B, T, D)``.
+
+    Shape: ``kl`` is ``(B, T)``, ``flips`` and ``cosine`` are ``(B,)``.
     """
     real = attention_mask.bool()  # (B, T)
     label = reference_policy.describe()

@@ -118,8 +118,10 @@ def typical_heads(stats: pd.DataFrame, kind: str, count: int = 6) -> pd.DataFram
 def stacked_weights(result: Capture, item: int = 0) -> tuple[torch.Tensor, list[int]]:
     """The weights of every captured layer for one batch item, stacked.
 
-    Returns ``(weights, layers)``: ``weights`` is ``(L, H, T, T)`` in the order of ``layers``
-    (the captured layer indices, ascending).
+    Returns ``(weights, layers)``: ``weights`` in the order of ``layers`` (the captured layer
+    indices, ascending).
+
+    Shape: ``weights`` is ``(L, H, T, T)``.
     """
     if not 0 <= item < len(result.texts):
         raise UserFacingError(f"Text {item} does not exist: there are texts 0–{len(result.texts) - 1}.")

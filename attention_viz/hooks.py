@@ -175,6 +175,8 @@ def attention_forward(
     Returns:
         ``(output, weights)``: output ``(B, T, H, d)`` as transformers expects; weights
         ``(B, H, T, T)`` for recorded layers, else None.
+
+    Shape: query ``(B, H, T, d)`` in, output ``(B, T, H, d)`` out.
     """
     recorder = _ACTIVE.get()
     layer = getattr(module, "layer_idx", None)

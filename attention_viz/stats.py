@@ -52,7 +52,7 @@ def head_statistics(result: Capture) -> pd.DataFrame:
     for layer, captured in sorted(result.layers.items()):
         weights = captured.weights.float()  # (B, H, T, T)
         rows = real[:, None, :] & ~captured.empty_rows  # (B, H, T)
-        entropy = -(weights * torch.log(weights.clamp_min(1e-12))).sum(-1)  # (B, H, T)
+        entropy = torch.special.entr(weights).sum(-1)  # (B, H, T): Σ −w·ln w, with 0·ln 0 = 0
         mean_distance = (weights * distance).sum(-1)  # (B, H, T)
         sink = weights[torch.arange(weights.shape[0]), :, :, first_real]  # (B, H, T)
         previous = torch.diagonal(weights, offset=-1, dim1=-2, dim2=-1)  # (B, H, T-1): row i, key i-1
