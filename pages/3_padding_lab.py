@@ -42,6 +42,7 @@ model_name, loaded, texts = model_and_texts(
     "pl",
     f"Sentences ({MIN_TEXTS}–{MAX_TEXTS}, one per line, of different lengths)",
     height=100 if not presentation else 120,
+    most=MAX_TEXTS,
 )
 if len(texts) < MIN_TEXTS:
     st.warning(
@@ -49,12 +50,6 @@ if len(texts) < MIN_TEXTS:
         + ("with one sentence there is nothing to pad, so there is no padding to show." if texts else "")
     )
     st.stop()
-if len(texts) > MAX_TEXTS:
-    st.warning(
-        f"{len(texts)} sentences were given; the lab shows at most {MAX_TEXTS} side by side, so only "
-        f"the first {MAX_TEXTS} are used."
-    )
-    texts = texts[:MAX_TEXTS]
 
 natural = run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…")
 policy = mask_controls("pl", loaded.decoder, natural, loaded.max_positions, show_window=not presentation)

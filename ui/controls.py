@@ -69,11 +69,15 @@ def window_input(slot, key: str) -> None:
 
 
 def model_and_texts(
-    prefix: str, label: str = "Text (one per line; several lines make a padded batch)", height: int = 80
+    prefix: str,
+    label: str = "Text (one per line; several lines make a padded batch)",
+    height: int = 80,
+    most: int | None = None,
 ) -> tuple[str, LoadedModel, tuple[str, ...]]:
     """The model picker beside the text box; loads the model (with a spinner).
 
-    Returns ``(model name, loaded model, texts)``; the texts may be empty, for the page to say so.
+    Returns ``(model name, loaded model, texts)``: at most ``most`` texts (the page's own limit)
+    and at most the host's ``ATTNVIZ_MAX_TEXTS``; they may be empty, for the page to say so.
     """
     top = st.columns([1, 2])
     with top[0]:
@@ -81,7 +85,7 @@ def model_and_texts(
     with top[1]:
         st.text_area(label, key=f"{prefix}_text", height=height)
     texts = texts_of(st.session_state[f"{prefix}_text"])
-    most = load_settings().max_texts
+    most = min(load_settings().max_texts, most or load_settings().max_texts)
     if len(texts) > most:
         # The box keeps every line; only the batch is cut, so that one request stays bounded.
         st.info(f"{len(texts)} lines were given; the first {most} are used (one batch holds at most {most}).")
