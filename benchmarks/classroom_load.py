@@ -131,6 +131,9 @@ async def save_evidence(page, index: int) -> None:
 async def run_session(browser, base_url: str, index: int) -> SessionReport:
     report = SessionReport(index)
     context = await browser.new_context(viewport={"width": 1300, "height": 900})
+    # Clicks and typing get the same budget as the waits: with every browser of the class on the
+    # server's 2 cores, a click's actionability checks can take longer than Playwright's 30 s.
+    context.set_default_timeout(STEP_TIMEOUT_MS)
     page = await context.new_page()
 
     def on_console(message) -> None:
