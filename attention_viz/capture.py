@@ -178,7 +178,7 @@ def encode(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> Encoded:
     )
 
 
-def position_ids_for(attention_mask: torch.Tensor, policy: MaskPolicy, decoder: bool = True) -> torch.Tensor:
+def position_ids_for(attention_mask: torch.Tensor, policy: MaskPolicy, decoder: bool) -> torch.Tensor:
     """Positions as the model's own pipeline gives them, or as a forgotten ``attention_mask`` does.
 
     A decoder with the padding mask on counts real tokens only (what ``generate`` does), so left

@@ -85,7 +85,8 @@ def model_and_texts(
     with top[1]:
         st.text_area(label, key=f"{prefix}_text", height=height)
     texts = texts_of(st.session_state[f"{prefix}_text"])
-    most = min(load_settings().max_texts, most or load_settings().max_texts)
+    host_most = load_settings().max_texts
+    most = min(host_most, most) if most else host_most
     if len(texts) > most:
         # The box keeps every line; only the batch is cut, so that one request stays bounded.
         st.info(f"{len(texts)} lines were given; the first {most} are used (one batch holds at most {most}).")
