@@ -107,6 +107,7 @@ class Comparison:
         a, b: ``(T, T)`` attention weights under A and under B.
         difference: ``(T, T)`` ``b - a``.
         allowed_a, allowed_b: ``(T, T)`` bool, the mask each side really applied (True = may attend).
+        pad_rows: ``(T,)`` bool, True where the query is a [PAD] token.
     """
 
     tokens: list[str]
@@ -115,11 +116,14 @@ class Comparison:
     difference: torch.Tensor
     allowed_a: torch.Tensor
     allowed_b: torch.Tensor
+    pad_rows: torch.Tensor
 
     @property
     def max_change(self) -> float:
-        """Largest |B − A| of any cell."""
-        return float(self.difference.abs().max()) if self.difference.numel() else 0.0
+        """Largest |B − A| over the rows of real queries. A [PAD] query's row is read by nothing
+        downstream, so its change (an empty row becoming uniform) is not a change of attention."""
+        real = self.difference[~self.pad_rows]  # (real queries, T)
+        return float(real.abs().max()) if real.numel() else 0.0
 
 
 def compare_head(a: Capture, b: Capture, layer: int, item: int, head: int) -> Comparison:
@@ -143,6 +147,7 @@ def compare_head(a: Capture, b: Capture, layer: int, item: int, head: int) -> Co
         difference=weights_b - weights_a,
         allowed_a=a.mask[item, 0],
         allowed_b=b.mask[item, 0],
+        pad_rows=a.pad_rows[item],
     )
 
 

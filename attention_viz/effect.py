@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from attention_viz.tokens import token_labels
+
 __all__ = ["OutputEffect", "measure_effect", "TOP_K"]
 
 TOP_K = 5
@@ -36,15 +38,16 @@ class OutputEffect:
 def _top_tokens(
     tokenizer, values: torch.Tensor, indices: torch.Tensor
 ) -> list[list[list[tuple[str, float]]]]:
-    """Name the top tokens. Shape: ``values`` (probabilities) and ``indices`` are ``(B, T, K)``."""
+    """Name the top tokens with the labels every other table uses (:func:`token_labels`), so a
+    piece of a Chinese character reads ``⟨e6 b3⟩`` here too, not byte-alphabet mojibake.
+
+    Shape: ``values`` (probabilities) and ``indices`` are ``(B, T, K)``.
+    """
     ids = sorted(set(indices.flatten().tolist()))
-    names = dict(zip(ids, tokenizer.convert_ids_to_tokens(ids), strict=True))
+    names = dict(zip(ids, token_labels(tokenizer, ids), strict=True))
     return [
         [
-            [
-                (names[i].replace("Ġ", " ").replace("Ċ", "↵"), round(p, 4))
-                for i, p in zip(row_i, row_p, strict=True)
-            ]
+            [(names[i], round(p, 4)) for i, p in zip(row_i, row_p, strict=True)]
             for row_i, row_p in zip(item_i, item_p, strict=True)
         ]
         for item_i, item_p in zip(indices.tolist(), values.tolist(), strict=True)

@@ -1,11 +1,16 @@
 """Export captured attention as JSON, NPZ or CSV (the CLI's ``--out`` and the app's downloads).
 
+Every format records the settings it was captured with (model, captured layers, mask policy),
+and :func:`export_stem` names a file after them, so two downloads under different masks never
+share a name.
+
 JSON schema (also in the README)::
 
     {
       "model": "smollm2",
       "policy": {"causal": true, "padding_mask": true, "window": null,
-                 "padding_side": "right", "max_length": null},
+                 "padding_side": "right", "max_length": null},   # MaskPolicy(**policy) rebuilds it
+      "layers_captured": [0, 5],                      # zero-based, ascending
       "tokens": [["The", "cat", ...], ...],          # per item, T display tokens
       "attention_mask": [[1, 1, ..., 0], ...],       # (B, T) 1 = real token
       "mask": [[[true, false, ...], ...], ...],      # (B, T, T) True = may attend
@@ -19,15 +24,92 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 
 import numpy as np
 import pandas as pd
 
 from attention_viz.capture import Capture
+from attention_viz.policy import MaskPolicy
 
-__all__ = ["FORMATS", "to_csv", "to_json", "to_npz", "write"]
+__all__ = ["FORMATS", "export_stem", "to_csv", "to_dataframe", "to_json", "to_npz", "write"]
 
 FORMATS = (".json", ".npz", ".csv")
+# Tables and arrays cannot hold None in an int column; the policy never uses 0 (window and
+# max_length are at least 1), so 0 stands for "off" / "longest" without ambiguity.
+NONE_AS_INT = 0
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe_model_name(model_name: str) -> str:
+    """The last path component of ``model_name`` with every character outside [A-Za-z0-9._-]
+    replaced by ``_`` and no leading dots (so never ``..`` or a hidden file)."""
+    last = [part for part in re.split(r"[/\\]", model_name) if part.strip()]
+    safe = _UNSAFE.sub("_", last[-1].strip() if last else "").lstrip(".")
+    return safe or "model"
+
+
+def _layers_label(layers: list[int] | tuple[int, ...]) -> str:
+    """``layer3``, or ``layers0to2_5`` (runs of consecutive layers shortened)."""
+    ordered = sorted(set(layers))
+    if not ordered:
+        raise ValueError("Name at least one captured layer for the file name.")
+    if len(ordered) == 1:
+        return f"layer{ordered[0]}"
+    runs: list[list[int]] = []
+    for layer in ordered:
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    parts = [f"{run[0]}to{run[-1]}" if len(run) > 2 else "_".join(map(str, run)) for run in runs]
+    return "layers" + "_".join(parts)
+
+
+def export_stem(
+    model_name: str, layers: list[int] | tuple[int, ...], policy: MaskPolicy, item: int | None = None
+) -> str:
+    """A file-name stem (no suffix) that records the model, layers and every policy field.
+
+    Two different policies always give different stems; only ``[A-Za-z0-9._-]`` is used, and a
+    model name that is a path is reduced to its last component. Examples::
+
+        smollm2-layer3-causal-padding-right-len12
+        minilm-layers0to5-item1-nocausal-nopadding-left-window4-longest
+
+    Args:
+        model_name: ``smollm2``, ``minilm`` or an allowlisted name (``org/model`` gives ``model``).
+        layers: the captured layers (zero-based; order and repeats do not matter).
+        policy: the mask policy; ``window`` is left out when off, ``max_length`` None reads ``longest``.
+        item: which text of the batch, when the file holds one text only.
+    """
+    if item is not None and item < 0:
+        raise ValueError(f"item must be 0 or more, got {item}.")
+    parts = [_safe_model_name(model_name), _layers_label(layers)]
+    if item is not None:
+        parts.append(f"item{item}")
+    parts += [
+        "causal" if policy.causal else "nocausal",
+        "padding" if policy.padding_mask else "nopadding",
+        policy.padding_side,
+    ]
+    if policy.window is not None:
+        parts.append(f"window{policy.window}")
+    parts.append("longest" if policy.max_length is None else f"len{policy.max_length}")
+    return "-".join(parts)
+
+
+def _policy_columns(result: Capture) -> dict[str, object]:
+    """The model and policy as scalar values (None written as ``NONE_AS_INT``)."""
+    policy = result.policy
+    return {
+        "model": result.model_name,
+        "causal": policy.causal,
+        "padding_mask": policy.padding_mask,
+        "window": NONE_AS_INT if policy.window is None else policy.window,
+        "padding_side": policy.padding_side,
+        "max_length": NONE_AS_INT if policy.max_length is None else policy.max_length,
+    }
 
 
 def to_json(result: Capture) -> str:
@@ -35,6 +117,7 @@ def to_json(result: Capture) -> str:
     document = {
         "model": result.model_name,
         "policy": dataclasses.asdict(result.policy),
+        "layers_captured": sorted(result.layers),
         "tokens": result.tokens,
         "attention_mask": result.attention_mask.tolist(),
         "mask": result.mask[:, 0].tolist(),
@@ -48,14 +131,23 @@ def to_json(result: Capture) -> str:
 
 
 def to_npz(result: Capture) -> bytes:
-    """Arrays: ``tokens`` (B, T) str, ``attention_mask`` (B, T), ``mask`` (B, T, T) bool, and
-    ``layer{L}_weights`` / ``layer{L}_scores`` (B, H, T, T) per captured layer."""
-    arrays = {
-        "tokens": np.array(result.tokens, dtype=str),
-        "attention_mask": result.attention_mask.numpy(),
-        "mask": result.mask[:, 0].numpy(),
-    }
-    for layer, captured in result.layers.items():
+    """The capture as a compressed ``.npz``; every array loads with ``allow_pickle=False``.
+
+    Arrays:
+        ``model`` 0-d str; ``policy_json`` 0-d str (the policy as in :func:`to_json`);
+        ``causal``, ``padding_mask`` 0-d bool; ``window``, ``max_length`` 0-d int
+        (0 = no window / pad to the longest text); ``padding_side`` 0-d str;
+        ``layers`` (L,) int, the captured layers in ascending order;
+        ``tokens`` (B, T) str; ``attention_mask`` (B, T); ``mask`` (B, T, T) bool;
+        ``layer{L}_weights`` / ``layer{L}_scores`` (B, H, T, T) per captured layer.
+    """
+    arrays = {name: np.array(value) for name, value in _policy_columns(result).items()}
+    arrays["policy_json"] = np.array(json.dumps(dataclasses.asdict(result.policy)))
+    arrays["layers"] = np.array(sorted(result.layers), dtype=np.int64)
+    arrays["tokens"] = np.array(result.tokens, dtype=str)
+    arrays["attention_mask"] = result.attention_mask.numpy()
+    arrays["mask"] = result.mask[:, 0].numpy()  # (B, T, T)
+    for layer, captured in sorted(result.layers.items()):
         arrays[f"layer{layer}_weights"] = captured.weights.numpy()
         arrays[f"layer{layer}_scores"] = captured.scores.numpy()
     buffer = io.BytesIO()
@@ -64,17 +156,27 @@ def to_npz(result: Capture) -> bytes:
 
 
 def to_dataframe(result: Capture) -> pd.DataFrame:
-    """Long format: one row per (item, layer, head, query, key) with tokens and weight."""
+    """Long format: one row per (item, layer, head, query, key).
+
+    Columns: ``model``, ``causal``, ``padding_mask``, ``window`` (0 = no window),
+    ``padding_side``, ``max_length`` (0 = padded to the longest text) repeat the capture's
+    settings on every row; then ``item``, ``layer``, ``head``, ``query``, ``key``,
+    ``query_token``, ``key_token``, ``weight``.
+
+    Shape: ``B × Σ_layers H × T × T`` rows.
+    """
+    settings = _policy_columns(result)
+    tokens = np.array(result.tokens, dtype=object)  # (B, T)
     frames = []
     for layer, captured in sorted(result.layers.items()):
         batch, heads, length, _ = captured.weights.shape
         item, head, query, key = np.meshgrid(
             np.arange(batch), np.arange(heads), np.arange(length), np.arange(length), indexing="ij"
-        )
-        tokens = np.array(result.tokens, dtype=object)  # (B, T)
+        )  # each (B, H, T, T), raveled in the same order as the weights
         frames.append(
             pd.DataFrame(
                 {
+                    **settings,
                     "item": item.ravel(),
                     "layer": layer,
                     "head": head.ravel(),
@@ -90,7 +192,18 @@ def to_dataframe(result: Capture) -> pd.DataFrame:
 
 
 def to_csv(result: Capture) -> str:
+    """:func:`to_dataframe` as CSV text (``causal`` and ``padding_mask`` read ``True``/``False``)."""
     return to_dataframe(result).to_csv(index=False)
+
+
+def statistics_csv(result: Capture) -> str:
+    """The per-head statistics table as CSV, the capture's settings in its first columns."""
+    from attention_viz.stats import head_statistics
+
+    table = head_statistics(result)
+    for offset, (name, value) in enumerate(_policy_columns(result).items()):
+        table.insert(offset, name, value)
+    return table.to_csv(index=False)
 
 
 def write(result: Capture, path: str) -> None:

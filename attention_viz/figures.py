@@ -1,13 +1,24 @@
 """Plotly figures: per-head heatmaps, masks and differences. No Streamlit here.
 
+Every picture is laid out for the width it is given (:mod:`attention_viz.geometry`): square
+cells that fill the width, tick labels thinned so that none overlap.
+
 Two drawing paths, chosen by size, so that every picture is true and stays fast:
 
-* **Small matrices** (up to ``HOVER_CELL_LIMIT`` cells per panel) are ``go.Heatmap`` traces that
-  carry the exact values, with hover showing the query token, the key token and the value.
-  Masked cells get a separate grey overlay trace on top; the values underneath stay the true
-  values (0 for masked weights), so the figure data never lies.
-* **Large matrices** are rendered to PNG images server-side (one ``go.Image`` per panel): a few
-  hundred kB instead of tens of MB of JSON numbers. Hover then shows positions only.
+* **Hover path** (up to ``HOVER_CELL_LIMIT`` cells per grid panel, ``SINGLE_HOVER_CELL_LIMIT``
+  for a single heatmap): ``go.Heatmap`` traces with the exact values. Each cell belongs to
+  exactly one trace, so hover can never be caught by the wrong one:
+
+  - ``values``: the cells a real query may attend to, with the stage's value;
+  - ``padding query``: cells of a [PAD] query row that the mask left open (padding mask off);
+  - ``masked``: cells the mask forbids (grey; weight exactly 0, masked score −∞);
+  - ``padding row``: a [PAD] query row the padding mask left empty (grey).
+
+  Hover names the query and key tokens with their positions and the value to 4 decimals. Up to
+  ``ANNOTATE_MAX_TOKENS`` tokens, cells also carry their value as text, and weights get their
+  row sums.
+* **Image path** (larger): one PNG per panel (optionally max-pooled), a few hundred kB instead
+  of tens of MB of numbers. Hover gives positions; a zoomed range is drawn on the hover path.
 
 Rows are queries (top to bottom), columns are keys (left to right), zero-based everywhere.
 """
@@ -26,26 +37,35 @@ import torch
 from plotly.colors import get_colorscale, sample_colorscale
 from plotly.subplots import make_subplots
 
+from attention_viz.geometry import COLORBAR_THICKNESS, Frame, frame, label_width
+from attention_viz.scales import DIVERGING, PALETTES, ValueRange, scaled, stage_range
+
 __all__ = [
+    "ANNOTATE_MAX_TOKENS",
     "FigureStyle",
     "HOVER_CELL_LIMIT",
     "PALETTES",
+    "SINGLE_HOVER_CELL_LIMIT",
+    "ValueRange",
+    "difference_figure",
     "head_grid",
     "heatmap",
     "mask_figure",
-    "difference_figure",
+    "row_figure",
     "stage_range",
     "token_labels",
 ]
 
-# Beyond this many cells per panel we draw images instead of JSON numbers (see module docstring).
+# Beyond this many cells per grid panel, panels are images (see module docstring).
 HOVER_CELL_LIMIT = 96 * 96
-# Colour-blind-safe sequential palettes; the first is the default.
-PALETTES = ("Viridis", "Cividis", "Plasma", "Greys")
-DIVERGING = "RdBu_r"  # blue (negative) - white (0) - red (positive)
+# A single heatmap keeps exact hover up to 512 tokens (1 MB of float32 numbers).
+SINGLE_HOVER_CELL_LIMIT = 512 * 512
+# Up to this many tokens, cells carry their value as text (if the cells are big enough).
+ANNOTATE_MAX_TOKENS = 16
+DIGIT_WIDTH = 0.56  # a digit's width as a share of the font size (digits are narrower than letters)
 MASKED_COLOUR = "#d4d4d4"  # light grey: clearly not the darkest colour that weight 0 gets
 MASKED_RGB = (212, 212, 212)
-MAX_TICK_LABELS = 40  # beyond this many tokens, axis labels become unreadable: show indices
+HIGHLIGHT_COLOUR = "#e8590c"  # the current query row while stepping through (orange, not in any palette)
 
 
 @dataclass(frozen=True)
@@ -55,7 +75,7 @@ class FigureStyle:
     Attributes:
         palette: sequential colour scale for weights (colour-blind-safe by default).
         font_size: base font size in px.
-        cell_px: approximate pixels per cell for the focused heatmap's height.
+        cell_px: pixels per cell when a figure is not given a width to fill.
         show_colorbar: draw a colour bar.
     """
 
@@ -66,31 +86,11 @@ class FigureStyle:
 
     def presentation(self) -> FigureStyle:
         """The same style with projector-sized fonts."""
-        return replace(self, font_size=22, cell_px=40)
+        return replace(self, font_size=20, cell_px=40)
 
-
-@dataclass(frozen=True)
-class ValueRange:
-    """A colour range for one stage: fixed [0, 1] for weights, symmetric around 0 otherwise."""
-
-    zmin: float
-    zmax: float
-    colorscale: str
-    label: str
-
-
-def stage_range(stage: str, values: torch.Tensor, palette: str = PALETTES[0]) -> ValueRange:
-    """The colour range for a stage: weights always use [0, 1] so toggles never rescale them.
-
-    Shape: ``values`` is any shape; only finite entries set a symmetric range.
-    """
-    if stage == "weights":
-        return ValueRange(0.0, 1.0, palette, "weight")
-    finite = values[torch.isfinite(values)]
-    bound = float(finite.abs().max()) if finite.numel() else 1.0
-    bound = bound or 1.0
-    label = {"scores": "score", "masked_scores": "masked score", "output": "output"}.get(stage, stage)
-    return ValueRange(-bound, bound, DIVERGING, label)
+    @property
+    def tick_size(self) -> int:
+        return self.font_size - 1
 
 
 def stage_shows_mask(stage: str) -> bool:
@@ -111,9 +111,9 @@ def escape_label(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def token_labels(tokens: list[str]) -> list[str]:
+def token_labels(tokens: list[str], first: int = 0) -> list[str]:
     """Unique category labels ``"3: the"`` so repeated tokens keep their own row/column."""
-    return [f"{index}: {escape_label(token)}" for index, token in enumerate(tokens)]
+    return [f"{first + index}: {escape_label(token)}" for index, token in enumerate(tokens)]
 
 
 def _to_numpy(matrix: torch.Tensor) -> np.ndarray:
@@ -127,7 +127,7 @@ def _rgb_lut(colorscale: str) -> np.ndarray:
 
 
 def _png_data_uri(matrix: np.ndarray, allowed: np.ndarray | None, value_range: ValueRange) -> str:
-    """Render a matrix to a PNG data URI with the colour scale; masked cells are grey.
+    """Render a matrix (already on its colour scale) to a PNG data URI; masked cells are grey.
 
     Shape: ``matrix`` and ``allowed`` are ``(Tq, Tk)``.
     """
@@ -144,72 +144,132 @@ def _png_data_uri(matrix: np.ndarray, allowed: np.ndarray | None, value_range: V
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _panel_traces(
+def _colorbar(value_range: ValueRange, font_size: int) -> dict:
+    """A horizontal colour bar along the figure's bottom edge, its title (naming the scale) beside it."""
+    return {
+        "title": {"text": value_range.colorbar_title, "side": "right", "font": {"size": font_size}},
+        "orientation": "h",
+        "thickness": COLORBAR_THICKNESS,
+        "len": 0.7,
+        "x": 0.45,
+        "xanchor": "center",
+        "yref": "container",
+        "y": 0,
+        "ypad": 6,
+        "yanchor": "bottom",
+        "tickfont": {"size": font_size - 1},
+    }
+
+
+def _value_format(value_range: ValueRange) -> str:
+    """Text format of a cell's value: weights to 2 decimals, scores to 1."""
+    return ".2f" if value_range.label == "weight" else ".1f"
+
+
+@dataclass(frozen=True)
+class _Panel:
+    """What one panel draws, already as numpy. Shapes: ``(Tq, Tk)``; ``pad_rows`` ``(Tq,)``."""
+
+    values: np.ndarray  # true values; NaN = a row not yet revealed (blank, no hover)
+    allowed: np.ndarray | None  # True = may attend; None = the stage has no mask (scores)
+    pad_rows: np.ndarray  # True where the query is a [PAD] token
+
+
+def _panel(
     matrix: torch.Tensor,
     allowed: torch.Tensor | None,
-    row_labels: list[str],
-    col_labels: list[str],
-    value_range: ValueRange,
-    show_scale: bool,
-    row_name: str = "query",
-    col_name: str = "key",
-    revealed_rows: int | None = None,
-    max_side: int | None = None,
-) -> list[go.BaseTraceType]:
-    """The traces of one panel: a heatmap plus masked overlay, or one image when large.
-
-    ``max_side`` caps an image's side in cells: larger matrices are max-pooled (see
-    :func:`downsample`).
-
-    ``revealed_rows`` (for stepping through a mask) leaves rows from that index on blank.
-
-    Shape: ``matrix`` is ``(Tq, Tk)``; ``allowed`` is ``(Tq, Tk)`` bool or None.
-    """
+    pad_rows: torch.Tensor | list[bool] | None,
+    revealed_rows: int | None,
+) -> _Panel:
     values = _to_numpy(matrix)
     allowed_np = allowed.detach().cpu().numpy().astype(bool) if allowed is not None else None
+    pads = np.zeros(values.shape[0], dtype=bool)
+    if pad_rows is not None:
+        pads = np.asarray(pad_rows.tolist() if isinstance(pad_rows, torch.Tensor) else pad_rows, dtype=bool)
     if revealed_rows is not None:
         values = values.copy()
         values[revealed_rows:] = np.nan  # not yet revealed: drawn blank, neither value nor mask
         if allowed_np is not None:
             allowed_np = allowed_np.copy()
             allowed_np[revealed_rows:] = True
-    if values.size > HOVER_CELL_LIMIT:
-        return _image_traces(values, allowed_np, value_range, show_scale, max_side, row_name, col_name)
+    return _Panel(values, allowed_np, pads)
 
-    # float32 halves the typed-array payload; the values keep 7 significant digits.
-    shown = np.where(np.isfinite(values), values, np.nan).astype(np.float32)  # -inf is drawn as masked
-    traces: list[go.BaseTraceType] = [
-        go.Heatmap(
-            z=shown,
-            x=col_labels,
-            y=row_labels,
+
+def _where(cells: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` on ``cells``, NaN elsewhere, as float32 (half the payload; 7 significant digits)."""
+    return np.where(cells, values, np.nan).astype(np.float32)
+
+
+def _hover_traces(
+    panel: _Panel,
+    row_labels: list[str],
+    col_labels: list[str],
+    value_range: ValueRange,
+    show_scale: bool,
+    font_size: int,
+    row_name: str,
+    col_name: str,
+    annotate: bool,
+) -> list[go.Heatmap]:
+    """The traces of one panel on the hover path; every cell is in exactly one of them."""
+    values = panel.values
+    revealed = ~np.isnan(values)
+    allowed = panel.allowed if panel.allowed is not None else np.ones(values.shape, dtype=bool)
+    pad = panel.pad_rows[:, None] & np.ones(values.shape, dtype=bool)  # (Tq, Tk)
+    empty_pad_row = pad & ~allowed.any(axis=1, keepdims=True)
+    shown = scaled(values, value_range)
+    shown = np.where(np.isfinite(shown), shown, np.nan)
+    where = f"{row_name} %{{y}}<br>{col_name} %{{x}}<br>"
+    value_ref = "%{customdata:.4f}" if value_range.transformed else "%{z:.4f}"
+    text_format = _value_format(value_range)
+    common = {"x": col_labels, "y": row_labels, "hoverongaps": False, "xgap": 0, "ygap": 0}
+
+    def value_trace(cells: np.ndarray, name: str, note: str, scale: bool) -> go.Heatmap:
+        extra = {}
+        if value_range.transformed:
+            extra["customdata"] = _where(cells, values)
+        if annotate:
+            extra["text"] = [
+                [format(v, text_format) if cell else "" for v, cell in zip(row, cells_row, strict=True)]
+                for row, cells_row in zip(values.tolist(), cells.tolist(), strict=True)
+            ]
+            extra["texttemplate"] = "%{text}"
+            extra["textfont"] = {"size": _cell_text_px(font_size)}
+        return go.Heatmap(
+            z=_where(cells, shown),
             zmin=value_range.zmin,
             zmax=value_range.zmax,
             colorscale=value_range.colorscale,
-            showscale=show_scale,
-            colorbar={"title": {"text": value_range.label}, "thickness": 14},
-            hovertemplate=(
-                f"{row_name} %{{y}}<br>{col_name} %{{x}}<br>{value_range.label} %{{z:.4f}}<extra></extra>"
-            ),
-            xgap=0,
-            ygap=0,
+            showscale=scale,
+            colorbar=_colorbar(value_range, font_size),
+            hovertemplate=f"{where}{value_range.label} {value_ref}{note}<extra></extra>",
+            name=name,
+            **common,
+            **extra,
         )
-    ]
-    if allowed_np is not None and not allowed_np.all():
-        overlay = np.where(allowed_np, np.nan, 1.0).astype(np.float32)
-        traces.append(
-            go.Heatmap(
-                z=overlay,
-                x=col_labels,
-                y=row_labels,
-                zmin=0,
-                zmax=1,
-                colorscale=[[0, MASKED_COLOUR], [1, MASKED_COLOUR]],
-                showscale=False,
-                hovertemplate=f"{row_name} %{{y}}<br>{col_name} %{{x}}<br>masked<extra></extra>",
-                name="masked",
-            )
+
+    def grey_trace(cells: np.ndarray, name: str, note: str) -> go.Heatmap:
+        return go.Heatmap(
+            z=_where(cells, np.ones(values.shape)),
+            zmin=0,
+            zmax=1,
+            colorscale=[[0, MASKED_COLOUR], [1, MASKED_COLOUR]],
+            showscale=False,
+            hovertemplate=f"{where}{note}<extra></extra>",
+            name=name,
+            **common,
         )
+
+    traces = [value_trace(revealed & allowed & ~pad, "values", "", show_scale)]
+    if (open_pads := revealed & allowed & pad).any():
+        note = "<br>a [PAD] query row: nothing downstream reads it"
+        traces.append(value_trace(open_pads, "padding query", note, False))
+    masked_value = "weight 0" if value_range.label == "weight" else f"{value_range.label} −∞"
+    if (masked := revealed & ~allowed & ~empty_pad_row).any():
+        traces.append(grey_trace(masked, "masked", f"masked: may not attend ({masked_value})"))
+    if (empty := revealed & empty_pad_row).any():
+        note = "a [PAD] query row: it attends to nothing<br>(an empty row, every weight 0)"
+        traces.append(grey_trace(empty, "padding row", note))
     return traces
 
 
@@ -246,7 +306,7 @@ def downsample(
     return pooled, pooled_allowed, factor
 
 
-def _colorbar_trace(value_range: ValueRange) -> go.Scatter:
+def _colorbar_trace(value_range: ValueRange, font_size: int) -> go.Scatter:
     """An invisible trace that only draws the colour bar (images have none of their own)."""
     return go.Scatter(
         x=[None],
@@ -260,28 +320,28 @@ def _colorbar_trace(value_range: ValueRange) -> go.Scatter:
             "cmax": value_range.zmax,
             "color": [value_range.zmin],
             "showscale": True,
-            "colorbar": {"title": {"text": value_range.label}, "thickness": 14},
+            "colorbar": _colorbar(value_range, font_size),
         },
     )
 
 
 def _image_traces(
-    values: np.ndarray,
-    allowed: np.ndarray | None,
+    panel: _Panel,
     value_range: ValueRange,
     show_scale: bool,
     max_side: int | None,
     row_name: str,
     col_name: str,
+    font_size: int,
 ) -> list[go.BaseTraceType]:
-    """A large matrix as one PNG image, in token coordinates, optionally max-pooled.
-
-    Shape: ``values`` and ``allowed`` are ``(Tq, Tk)``.
-    """
-    factor = 1
+    """A large matrix as one PNG image, in token coordinates, optionally max-pooled."""
+    values, allowed, factor = scaled(panel.values, value_range), panel.allowed, 1
     if max_side is not None:
         values, allowed, factor = downsample(values, allowed, max_side)
     offset = (factor - 1) / 2  # pixel centres sit in the middle of their token block
+    where = f"{row_name} %{{y:.0f}}<br>{col_name} %{{x:.0f}}"
+    if factor > 1:
+        where = f"{row_name}s near %{{y:.0f}}<br>{col_name}s near %{{x:.0f}}<br>(max of {factor}×{factor})"
     traces: list[go.BaseTraceType] = [
         go.Image(
             source=_png_data_uri(values, allowed, value_range),
@@ -289,26 +349,137 @@ def _image_traces(
             y0=offset,
             dx=factor,
             dy=factor,
-            hovertemplate=f"{row_name} %{{y:.0f}}<br>{col_name} %{{x:.0f}}<extra></extra>",
-            name=f"pooled {factor}×{factor}" if factor > 1 else "",
+            hovertemplate=where + "<br>zoom in for tokens and values<extra></extra>",
+            name=f"pooled {factor}×{factor}" if factor > 1 else "image",
         )
     ]
     if show_scale:
-        traces.append(_colorbar_trace(value_range))
+        traces.append(_colorbar_trace(value_range, font_size))
     return traces
 
 
-def _axis_ticks(labels: list[str], tokens: list[str]) -> dict:
-    """Tick settings: the bare tokens when they fit, sparse indices when there are too many."""
-    if len(tokens) <= MAX_TICK_LABELS:
-        return {"tickmode": "array", "tickvals": labels, "ticktext": [escape_label(t) for t in tokens]}
-    step = math.ceil(len(tokens) / 16)
-    picks = list(range(0, len(tokens), step))
-    return {"tickmode": "array", "tickvals": [labels[i] for i in picks], "ticktext": [str(i) for i in picks]}
+def _axis_suffix(index: int) -> str:
+    return "" if index == 1 else str(index)
 
 
-def _is_image(matrix: torch.Tensor) -> bool:
-    return matrix.shape[-1] * matrix.shape[-2] > HOVER_CELL_LIMIT
+def _style_axes(
+    figure: go.Figure,
+    layout: Frame,
+    row_labels: list[str],
+    col_labels: list[str],
+    image: bool,
+    panels: int,
+    x_labelled: list[int],
+    y_labelled: list[int],
+    tick_size: int,
+) -> None:
+    """Queries top to bottom, keys left to right, square cells, the frame's thinned tick labels.
+
+    Tick sizes are set explicitly: Streamlit's chart theme would otherwise keep them small.
+    ``x_labelled`` / ``y_labelled`` are the one-based panels whose key / query labels show.
+    """
+    fonts = {"tickfont_size": tick_size, "title_font_size": tick_size + 1}
+    x_ticks, y_ticks = layout.x_ticks, layout.y_ticks
+    if image:
+        x_vals, y_vals = x_ticks.positions, y_ticks.positions
+    else:
+        x_vals = [col_labels[i] for i in x_ticks.positions]
+        y_vals = [row_labels[i] for i in y_ticks.positions]
+    for panel in range(1, panels + 1):
+        suffix = _axis_suffix(panel)
+        x_axis = {
+            "tickmode": "array",
+            "tickvals": x_vals,
+            "ticktext": [escape_label(text) for text in x_ticks.text],
+            "tickangle": x_ticks.angle,
+            "showticklabels": panel in x_labelled,
+            "showgrid": False,
+            "automargin": False,
+            **fonts,
+        }
+        y_axis = {
+            "tickmode": "array",
+            "tickvals": y_vals,
+            "ticktext": [escape_label(text) for text in y_ticks.text],
+            "showticklabels": panel in y_labelled,
+            "showgrid": False,
+            "automargin": False,
+            "scaleanchor": f"x{suffix}",
+            "constrain": "domain",
+            **fonts,
+        }
+        x_axis["constrain"] = "domain"
+        if not image:
+            x_axis["type"] = "category"
+            y_axis["type"] = "category"
+            y_axis["autorange"] = "reversed"
+        figure.update_layout({f"xaxis{suffix}": x_axis, f"yaxis{suffix}": y_axis})
+
+
+def _highlight(figure: go.Figure, row: int, panels: int) -> None:
+    """Outline query ``row`` in every panel (stepping through the rows)."""
+    for panel in range(1, panels + 1):
+        suffix = _axis_suffix(panel)
+        figure.add_shape(
+            type="rect",
+            xref=f"x{suffix} domain",
+            yref=f"y{suffix}",
+            x0=0,
+            x1=1,
+            y0=row - 0.5,
+            y1=row + 0.5,
+            line={"color": HIGHLIGHT_COLOUR, "width": 3},
+            fillcolor="rgba(0,0,0,0)",
+            layer="above",
+        )
+
+
+def _row_sums(
+    figure: go.Figure, panel: _Panel, panel_index: int, row_labels: list[str], font_size: int
+) -> None:
+    """Write each revealed row's sum right of the panel: weights sum to 1 (an empty row to 0)."""
+    suffix = _axis_suffix(panel_index)
+    sums = np.nansum(np.where(np.isnan(panel.values), 0.0, panel.values), axis=1)
+    for row, total in enumerate(sums):
+        if np.isnan(panel.values[row]).all():
+            continue
+        figure.add_annotation(
+            text=f"Σ {total:.2f}",
+            xref=f"x{suffix} domain",
+            yref=f"y{suffix}",
+            x=1.0,
+            y=row_labels[row],
+            xanchor="left",
+            xshift=4,
+            showarrow=False,
+            font={"size": max(9, font_size - 3), "color": "#444"},
+        )
+
+
+def _row_sum_px(font_size: int) -> float:
+    """Room right of a panel for "Σ 1.00"."""
+    return label_width("Σ 1.00", max(9, font_size - 3)) + 10
+
+
+def _cell_text_px(font_size: int) -> int:
+    """The font size of the values written in cells."""
+    return max(9, font_size - 4)
+
+
+def _annotate(
+    tokens: int, layout: Frame, value_range: ValueRange, font_size: int, annotate: bool | None
+) -> bool:
+    """Whether cells carry their value as text: few tokens, and cells wide enough for it."""
+    if annotate is False or tokens > ANNOTATE_MAX_TOKENS:
+        return False
+    digits = 4 if value_range.label == "weight" else 5  # "0.25", "-3.1"
+    text_px = _cell_text_px(font_size)
+    return layout.cell >= max(digits * DIGIT_WIDTH * text_px + 3, text_px * 1.5)
+
+
+def _default_width(tokens: int, style: FigureStyle, panels_across: int = 1) -> float:
+    """A width for figures that are not told one: ``cell_px`` per token, within reason."""
+    return min(1400, max(360, panels_across * style.cell_px * tokens + 200))
 
 
 def head_grid(
@@ -323,18 +494,30 @@ def head_grid(
     panel_px: int = 260,
     revealed_rows: int | None = None,
     max_side: int | None = None,
+    *,
+    width_px: float | None = None,
+    pad_rows: torch.Tensor | list[bool] | None = None,
+    highlight_row: int | None = None,
+    annotate: bool | None = None,
+    row_sums: bool | None = None,
 ) -> go.Figure:
-    """Small multiples: one heatmap per head, sharing one colour scale.
+    """Small multiples: one heatmap per head, sharing one colour scale, filling ``width_px``.
 
     Args:
         matrices: ``(H, Tq, Tk)`` one matrix per head (e.g. weights of one batch item).
         query_tokens: ``Tq`` row labels. key_tokens: ``Tk`` column labels.
         value_range: colour range shared by every panel (see :func:`stage_range`).
-        allowed: ``(Tq, Tk)`` or ``(H, Tq, Tk)`` bool, True = may attend; masked cells turn grey.
+        allowed: ``(Tq, Tk)`` bool, True = may attend; masked cells turn grey.
         titles: one per head; defaults to ``head 0``, ``head 1``, ...
         columns: panels per row.
+        panel_px: a panel's side when ``width_px`` is not given.
         revealed_rows: draw only query rows before this index (stepping through a mask).
         max_side: max-pool panels drawn as images to at most this many cells a side.
+        width_px: the width the figure fills.
+        pad_rows: ``(Tq,)`` True where the query is a [PAD] token (hover says so).
+        highlight_row: outline this query row in every panel.
+        annotate: cells carry their values (None = when there are few tokens and room).
+        row_sums: write each row's sum (None = for weights, when cells carry values).
 
     Shape: ``matrices`` is ``(H, Tq, Tk)``.
     """
@@ -342,82 +525,106 @@ def head_grid(
     columns = max(1, min(columns, heads))
     rows = math.ceil(heads / columns)
     titles = titles or [f"head {h}" for h in range(heads)]
+    tick = style.tick_size
+    image = matrices.shape[-1] * matrices.shape[-2] > HOVER_CELL_LIMIT
+    if width_px is None:
+        width_px = columns * panel_px + 160
+    want_sums = row_sums is not False and value_range.label == "weight" and not image
+    layout = frame(
+        query_tokens,
+        key_tokens,
+        width_px,
+        tick,
+        rows=rows,
+        cols=columns,
+        colorbar=style.show_colorbar,
+        panel_title_px=(style.font_size + 1) * 1.6,
+        right_extra_px=_row_sum_px(style.font_size)
+        if want_sums and len(query_tokens) <= ANNOTATE_MAX_TOKENS
+        else 0.0,
+        labels_between_rows=heads % columns != 0,
+    )
+    annotate = not image and _annotate(
+        max(len(query_tokens), len(key_tokens)), layout, value_range, style.font_size, annotate
+    )
+    sums = want_sums and (row_sums or annotate)
+    if want_sums and not sums and len(query_tokens) <= ANNOTATE_MAX_TOKENS:
+        layout = frame(
+            query_tokens,
+            key_tokens,
+            width_px,
+            tick,
+            rows=rows,
+            cols=columns,
+            colorbar=style.show_colorbar,
+            panel_title_px=(style.font_size + 1) * 1.6,
+            labels_between_rows=heads % columns != 0,
+        )
+    horizontal, vertical = layout.spacing(rows, columns)
     figure = make_subplots(
         rows=rows,
         cols=columns,
         subplot_titles=titles,
-        horizontal_spacing=0.04 if len(key_tokens) > 16 else 0.08,
-        vertical_spacing=min(0.12, 0.3 / rows),
+        horizontal_spacing=horizontal,
+        vertical_spacing=vertical,
     )
     row_labels, col_labels = token_labels(query_tokens), token_labels(key_tokens)
     for head in range(heads):
-        head_allowed = None
-        if allowed is not None:
-            head_allowed = allowed[head] if allowed.ndim == 3 else allowed
-        for trace in _panel_traces(
+        panel = _panel(
             matrices[head],
-            head_allowed,
-            row_labels,
-            col_labels,
-            value_range,
-            show_scale=head == 0,
-            revealed_rows=revealed_rows,
-            max_side=max_side,
-        ):
+            allowed[head] if allowed is not None and allowed.ndim == 3 else allowed,
+            pad_rows,
+            revealed_rows,
+        )
+        if image:
+            traces = _image_traces(
+                panel,
+                value_range,
+                head == 0 and style.show_colorbar,
+                max_side,
+                "query",
+                "key",
+                style.font_size,
+            )
+        else:
+            traces = _hover_traces(
+                panel,
+                row_labels,
+                col_labels,
+                value_range,
+                head == 0 and style.show_colorbar,
+                style.font_size,
+                "query",
+                "key",
+                annotate,
+            )
+        for trace in traces:
             figure.add_trace(trace, row=head // columns + 1, col=head % columns + 1)
-    # Token labels only where they fit: rows on the first column, keys on the bottom row.
-    show_ticks = len(query_tokens) <= 24
+        if sums:
+            _row_sums(figure, panel, head + 1, row_labels, style.font_size)
+    # Query labels on the first column; key labels on the lowest panel of each column.
     _style_axes(
         figure,
-        query_tokens,
-        key_tokens,
+        layout,
         row_labels,
         col_labels,
-        show_ticks,
-        _is_image(matrices),
-        style.font_size - 3,
+        image,
+        heads,
+        x_labelled=[h + 1 for h in range(heads) if h + columns >= heads],
+        y_labelled=[h + 1 for h in range(heads) if h % columns == 0],
+        tick_size=tick,
     )
-    for head in range(heads):
-        row, col = head // columns + 1, head % columns + 1
-        if col > 1:
-            figure.update_yaxes(showticklabels=False, row=row, col=col)
-        if head + columns < heads:
-            figure.update_xaxes(showticklabels=False, row=row, col=col)
+    if highlight_row is not None:
+        _highlight(figure, highlight_row, heads)
     figure.update_layout(
-        height=max(320, rows * panel_px + 60),
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        width=layout.width,
+        height=layout.height,
+        margin=layout.margin,
         font={"size": style.font_size},
         plot_bgcolor="white",
     )
-    figure.update_annotations(font_size=style.font_size + 1)
+    figure.update_annotations(selector={"xref": "paper"}, font_size=style.font_size + 1)
     return figure
-
-
-def _style_axes(
-    figure: go.Figure,
-    query_tokens: list[str],
-    key_tokens: list[str],
-    row_labels: list[str],
-    col_labels: list[str],
-    show_ticks: bool,
-    is_image: bool,
-    tick_size: int,
-) -> None:
-    """Queries top to bottom, keys left to right, square cells, token tick labels.
-
-    ``tick_size`` is set explicitly: Streamlit's chart theme would otherwise keep tick labels
-    small even in presentation mode.
-    """
-    fonts = {"tickfont_size": tick_size, "title_font_size": tick_size + 1}
-    if is_image:
-        # go.Image already puts row 0 at the top, in pixel coordinates.
-        figure.update_xaxes(showticklabels=show_ticks, title_text=None, **fonts)
-        figure.update_yaxes(showticklabels=show_ticks, scaleanchor=None, **fonts)
-        return
-    x_ticks = _axis_ticks(col_labels, key_tokens) if show_ticks else {"showticklabels": False}
-    y_ticks = _axis_ticks(row_labels, query_tokens) if show_ticks else {"showticklabels": False}
-    figure.update_xaxes(type="category", tickangle=-60, showgrid=False, **x_ticks, **fonts)
-    figure.update_yaxes(type="category", autorange="reversed", showgrid=False, **y_ticks, **fonts)
 
 
 def heatmap(
@@ -430,25 +637,91 @@ def heatmap(
     style: FigureStyle = FigureStyle(),
     row_name: str = "query",
     col_name: str = "key",
+    *,
+    width_px: float | None = None,
+    pad_rows: torch.Tensor | list[bool] | None = None,
+    highlight_row: int | None = None,
+    first_query: int = 0,
+    first_key: int = 0,
+    annotate: bool | None = None,
+    row_sums: bool | None = None,
+    max_panel_px: float | None = None,
 ) -> go.Figure:
-    """One large heatmap with token labels on both axes (the focused head, the head mean).
+    """One heatmap with token labels on both axes (the focused head, the head mean), filling ``width_px``.
+
+    Args:
+        matrix: ``(Tq, Tk)`` values of one stage.
+        query_tokens, key_tokens: the ``Tq`` row and ``Tk`` column labels.
+        value_range: the colour range (see :func:`stage_range`).
+        allowed: ``(Tq, Tk)`` bool, True = may attend; masked cells turn grey.
+        width_px: the width the figure fills (None: ``style.cell_px`` per token).
+        pad_rows: ``(Tq,)`` True where the query is a [PAD] token (hover says so).
+        highlight_row: outline this query row.
+        first_query, first_key: positions of the first row and column (a zoomed range).
+        annotate, row_sums: as for :func:`head_grid`.
+        max_panel_px: the tallest the matrix may be drawn.
 
     Shape: ``matrix`` and ``allowed`` are ``(Tq, Tk)``.
     """
-    row_labels, col_labels = token_labels(query_tokens), token_labels(key_tokens)
-    figure = go.Figure(
-        _panel_traces(
-            matrix, allowed, row_labels, col_labels, value_range, style.show_colorbar, row_name, col_name
+    tick = style.tick_size
+    image = matrix.shape[-1] * matrix.shape[-2] > SINGLE_HOVER_CELL_LIMIT
+    if width_px is None:
+        width_px = _default_width(len(key_tokens), style)
+    want_sums = row_sums is not False and value_range.label == "weight" and not image
+    small = len(query_tokens) <= ANNOTATE_MAX_TOKENS
+
+    def lay_out(sums: bool) -> Frame:
+        return frame(
+            query_tokens,
+            key_tokens,
+            width_px,
+            tick,
+            colorbar=style.show_colorbar,
+            title_px=(style.font_size + 3) * 1.8 if title else 0.0,
+            axis_titles=True,
+            right_extra_px=_row_sum_px(style.font_size) if sums else 0.0,
+            first_query=first_query,
+            first_key=first_key,
+            **({"max_panel_px": max_panel_px} if max_panel_px else {}),
         )
+
+    layout = lay_out(want_sums and small)
+    annotate = not image and _annotate(
+        max(len(query_tokens), len(key_tokens)), layout, value_range, style.font_size, annotate
     )
-    _style_axes(
-        figure, query_tokens, key_tokens, row_labels, col_labels, True, _is_image(matrix), style.font_size - 1
-    )
-    side = min(900, max(360, style.cell_px * len(query_tokens) + 140))
+    sums = want_sums and small and bool(row_sums or annotate)
+    if want_sums and small and not sums:
+        layout = lay_out(False)
+    panel = _panel(matrix, allowed, pad_rows, None)
+    row_labels = token_labels(query_tokens, first_query)
+    col_labels = token_labels(key_tokens, first_key)
+    if image:
+        traces = _image_traces(
+            panel, value_range, style.show_colorbar, None, row_name, col_name, style.font_size
+        )
+    else:
+        traces = _hover_traces(
+            panel,
+            row_labels,
+            col_labels,
+            value_range,
+            style.show_colorbar,
+            style.font_size,
+            row_name,
+            col_name,
+            annotate,
+        )
+    figure = go.Figure(traces)
+    if sums:
+        _row_sums(figure, panel, 1, row_labels, style.font_size)
+    _style_axes(figure, layout, row_labels, col_labels, image, 1, [1], [1], tick)
+    if highlight_row is not None:
+        _highlight(figure, highlight_row, 1)
     figure.update_layout(
         title={"text": title, "font": {"size": style.font_size + 3}},
-        height=side,
-        margin={"l": 10, "r": 10, "t": 60 if title else 20, "b": 10},
+        width=layout.width,
+        height=layout.height,
+        margin=layout.margin,
         font={"size": style.font_size},
         xaxis_title=_plural(col_name),
         yaxis_title=_plural(row_name),
@@ -470,8 +743,11 @@ def mask_figure(
     title: str = "mask",
     style: FigureStyle = FigureStyle(),
     revealed_rows: int | None = None,
+    *,
+    width_px: float | None = None,
+    highlight_row: int | None = None,
 ) -> go.Figure:
-    """The boolean mask itself: dark = may attend, grey = masked.
+    """The boolean mask itself: dark = may attend (M = 0), grey = masked (M = −∞).
 
     Shape: ``allowed`` is ``(T, T)``.
     """
@@ -479,31 +755,44 @@ def mask_figure(
     values = allowed.detach().cpu().numpy().astype(float)
     if revealed_rows is not None:
         values[revealed_rows:] = np.nan
-    if values.size > HOVER_CELL_LIMIT:
+    tick = style.tick_size
+    if width_px is None:
+        width_px = _default_width(len(tokens), style)
+    image = values.size > HOVER_CELL_LIMIT
+    layout = frame(
+        tokens, tokens, width_px, tick, colorbar=False, title_px=(style.font_size + 1) * 1.8 if title else 0.0
+    )
+    if image:
         value_range = ValueRange(0.0, 1.0, "Greys", "may attend")
-        trace = go.Image(source=_png_data_uri(values, values.astype(bool), value_range), hoverinfo="x+y")
+        trace = go.Image(
+            source=_png_data_uri(values, values.astype(bool), value_range),
+            hovertemplate="query %{y:.0f}<br>key %{x:.0f}<extra></extra>",
+        )
     else:
+        words = np.where(values == 1, "may attend (M = 0)", "masked (M = −∞)")
         trace = go.Heatmap(
             z=values,
             x=labels,
             y=labels,
             zmin=0,
             zmax=1,
+            text=np.where(np.isnan(values), "", words).tolist(),
             colorscale=[[0, MASKED_COLOUR], [1, "#1f2937"]],
             showscale=False,
-            hovertemplate="query %{y}<br>key %{x}<br>may attend: %{z}<extra></extra>",
+            hoverongaps=False,
+            hovertemplate="query %{y}<br>key %{x}<br>%{text}<extra></extra>",
             xgap=1,
             ygap=1,
         )
     figure = go.Figure(trace)
-    _style_axes(
-        figure, tokens, tokens, labels, labels, True, values.size > HOVER_CELL_LIMIT, style.font_size - 2
-    )
-    side = min(700, max(300, style.cell_px * len(tokens) + 120))
+    _style_axes(figure, layout, labels, labels, image, 1, [1], [1], tick)
+    if highlight_row is not None:
+        _highlight(figure, highlight_row, 1)
     figure.update_layout(
         title={"text": title, "font": {"size": style.font_size + 1}},
-        height=side,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        width=layout.width,
+        height=layout.height,
+        margin=layout.margin,
         font={"size": style.font_size},
         plot_bgcolor="white",
     )
@@ -516,6 +805,9 @@ def difference_figure(
     key_tokens: list[str],
     title: str = "difference",
     style: FigureStyle = FigureStyle(),
+    *,
+    width_px: float | None = None,
+    pad_rows: torch.Tensor | list[bool] | None = None,
 ) -> go.Figure:
     """A diverging heatmap of ``B − A`` centred at 0 (blue: less attention, red: more).
 
@@ -524,7 +816,16 @@ def difference_figure(
     finite = difference[torch.isfinite(difference)]
     bound = float(finite.abs().max()) if finite.numel() else 1.0
     value_range = ValueRange(-(bound or 1.0), bound or 1.0, DIVERGING, "Δ weight")
-    return heatmap(difference, query_tokens, key_tokens, value_range, title=title, style=style)
+    return heatmap(
+        difference,
+        query_tokens,
+        key_tokens,
+        value_range,
+        title=title,
+        style=style,
+        width_px=width_px,
+        pad_rows=pad_rows,
+    )
 
 
 def row_figure(
@@ -547,12 +848,12 @@ def row_figure(
             y=values,
             customdata=labels,
             marker_color=np.where(masked, MASKED_COLOUR, "#3b528b").tolist(),
-            hovertemplate="key %{x}: %{customdata}<br>weight %{y:.5f}<extra></extra>",
+            hovertemplate="key %{x}: %{customdata}<br>weight %{y:.4f}<extra></extra>",
         )
     )
     figure.update_layout(
         title={"text": title, "font": {"size": style.font_size + 1}},
-        height=300,
+        height=300 if style.font_size < 18 else 380,
         margin={"l": 10, "r": 10, "t": 50 if title else 10, "b": 10},
         font={"size": style.font_size},
         xaxis_title="key position",
@@ -561,4 +862,6 @@ def row_figure(
         bargap=0,
         plot_bgcolor="white",
     )
+    figure.update_xaxes(tickfont_size=style.tick_size)
+    figure.update_yaxes(tickfont_size=style.tick_size)
     return figure

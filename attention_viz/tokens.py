@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-__all__ = ["PAD_LABEL", "clean_token", "display_tokens"]
+__all__ = ["PAD_LABEL", "clean_token", "display_tokens", "token_labels"]
 
 PAD_LABEL = "[PAD]"
 _MARKERS = {"Ġ": " ", "▁": " ", "Ċ": "\n", "ĉ": "\t"}
@@ -42,6 +42,18 @@ def clean_token(raw: str, decoded: str) -> str:
     return text or "␣"
 
 
+def token_labels(tokenizer, ids: list[int]) -> list[str]:
+    """One :func:`clean_token` label per id, each id decoded alone: the labelling every table and
+    axis uses (attention axes, the next-token table).
+
+    Shape: ``ids`` is ``(N,)``; returns ``N`` labels.
+    """
+    raw = tokenizer.convert_ids_to_tokens(ids)
+    return [
+        clean_token(token, tokenizer.decode([token_id])) for token_id, token in zip(ids, raw, strict=True)
+    ]
+
+
 def display_tokens(tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[str]]:
     """Per item, one label per position; padding positions read ``[PAD]``.
 
@@ -49,12 +61,6 @@ def display_tokens(tokenizer, input_ids: torch.Tensor, attention_mask: torch.Ten
     """
     labels = []
     for ids, real in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
-        raw = tokenizer.convert_ids_to_tokens(ids)
-        row = []
-        for token_id, token, is_real in zip(ids, raw, real, strict=True):
-            if not is_real:
-                row.append(PAD_LABEL)
-                continue
-            row.append(clean_token(token, tokenizer.decode([token_id])))
-        labels.append(row)
+        row = token_labels(tokenizer, ids)
+        labels.append([label if is_real else PAD_LABEL for label, is_real in zip(row, real, strict=True)])
     return labels

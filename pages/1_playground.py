@@ -12,6 +12,7 @@ from ui import cache
 from ui.chrome import display_settings
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
+from ui.viewport import column_widths
 
 DEFAULT_TEXT = "the cat sat on the mat\nthe dog barked"
 MAX_SEQUENCE_LENGTH = 64
@@ -29,12 +30,14 @@ PARAMS = [
     Param("pg_text", "text", DEFAULT_TEXT),
     Param("pg_causal", "causal", True, "bool"),
     Param("pg_padding", "padding", True, "bool"),
+    Param("pg_side", "side", "right", "choice", choices=("right", "left")),
     Param("pg_length", "length", None, "int", low=1, high=MAX_SEQUENCE_LENGTH),
     Param("pg_heads", "heads", 4, "choice", choices=HEAD_CHOICES),
     Param("pg_width", "width", 32, "choice", choices=WIDTH_CHOICES),
     Param("pg_seed", "seed", 0, "int", low=0, high=10_000),
     Param("pg_item", "item", 0, "int", low=0, high=100),
     Param("pg_stage", "stage", "weights", "choice", choices=STAGES),
+    Param("pg_stepping", "stepping", False, "bool"),
     Param("pg_step", "row", None, "int", low=0, high=MAX_SEQUENCE_LENGTH - 1),
 ]
 
@@ -65,6 +68,8 @@ if longest == 0:
     st.warning("The sentences have no words. Type a few words.")
     st.stop()
 
+# A shared link or an edited text can leave the chosen sentence out of range.
+clamp_index("pg_item", len(sentences))
 controls = st.columns([1, 1, 2])
 controls[0].toggle("Causal mask", key="pg_causal", help="Each token sees only itself and earlier tokens.")
 controls[1].toggle("Padding mask", key="pg_padding", help="No token may attend to a [PAD] token.")
@@ -77,37 +82,44 @@ controls[2].slider(
     key="pg_length",
     help="Every sentence is cut or padded with [PAD] to this many tokens.",
 )
-
-# A shared link or an edited text can leave the chosen sentence out of range.
-clamp_index("pg_item", len(sentences))
+# The lesson needs these on a projector too: they are never hidden.
+shown_row = st.columns([2, 1, 1])
+shown_row[0].selectbox(
+    "Sentence shown",
+    range(len(sentences)),
+    format_func=lambda index: f"{index}: {sentences[index][:40]}",
+    key="pg_item",
+)
+shown_row[1].radio(
+    "Padding side",
+    ("right", "left"),
+    key="pg_side",
+    horizontal=True,
+    help="Where [PAD] tokens go in a shorter sentence. Under a causal mask, pads on the right are in "
+    "every real word's future, so forgetting the padding mask changes only the [PAD] rows.",
+)
 if not presentation:
     with st.expander("More settings"):
-        more = st.columns(4)
+        more = st.columns(3)
         more[0].selectbox("Heads", HEAD_CHOICES, key="pg_heads")
         more[1].selectbox("Model width", WIDTH_CHOICES, key="pg_width")
         more[2].number_input("Random seed", min_value=0, max_value=10_000, step=1, key="pg_seed")
-        more[3].selectbox(
-            "Sentence shown",
-            range(len(sentences)),
-            format_func=lambda index: f"{index}: {sentences[index][:30]}",
-            key="pg_item",
-        )
 item = st.session_state["pg_item"]
 
 policy = MaskPolicy(
     causal=st.session_state["pg_causal"],
     padding_mask=st.session_state["pg_padding"],
     max_length=st.session_state["pg_length"],
+    padding_side=st.session_state["pg_side"],
 )
 result = cache.playground(
     sentences, policy, st.session_state["pg_heads"], st.session_state["pg_width"], st.session_state["pg_seed"]
 )
 
-stage = st.radio(
+stage = shown_row[2].radio(
     "Stage",
     STAGES,
     format_func=STAGE_LABELS.get,
-    horizontal=True,
     key="pg_stage",
 )
 tokens = result.tokens[item]
@@ -132,7 +144,7 @@ if stepping:
     st.session_state["pg_step"] = min(max(0, st.session_state.get("pg_step") or 0), length - 1)
     row = st.session_state["pg_step"]
     revealed = row + 1
-    buttons = st.columns([1, 1, 6])
+    buttons = st.columns([2, 1.7, 4] if presentation else [1.3, 1.1, 5], vertical_alignment="center")
     buttons[0].button("◀ Previous row", on_click=step, args=(-1,), disabled=row == 0, key="pg_prev")
     buttons[1].button("Next row ▶", on_click=step, args=(1,), disabled=row >= length - 1, key="pg_next")
     visible = [f"{key}: {tokens[key]}" for key in range(length) if bool(result.mask[item, 0, row, key])]
@@ -142,7 +154,10 @@ if stepping:
         + (", ".join(escape_markdown(v) for v in visible) if visible else "nothing (an empty row)")
     )
 
-columns = st.columns([3, 1]) if not presentation else st.columns([4, 1])
+ratios = [3, 1]
+widths = column_widths(ratios)
+pad_rows = (result.batch.attention_mask[item] == 0).tolist()  # (T,) True where the query is [PAD]
+columns = st.columns(ratios)
 with columns[0]:
     st.subheader(f"{policy.describe()} · {STAGE_LABELS[stage]}")
     figure = head_grid(
@@ -153,15 +168,29 @@ with columns[0]:
         allowed=result.mask[item, 0] if stage_shows_mask(stage) else None,
         columns=2 if matrices.shape[0] > 1 else 1,
         style=style,
-        panel_px=420 if presentation else 340,
         revealed_rows=revealed,
+        width_px=widths[0],
+        pad_rows=pad_rows,
+        highlight_row=revealed - 1 if revealed else None,
+        row_sums=stage == "weights",
     )
-    st.plotly_chart(figure, key="pg_heads_chart")
+    st.plotly_chart(figure, key="pg_heads_chart", width="content")
+    if stage == "weights":
+        st.caption("Σ: each row's weights add up to 1 (a row with every key masked is empty: 0).")
 with columns[1]:
     st.subheader("Mask M")
     st.plotly_chart(
-        mask_figure(result.mask[item, 0], tokens, title="", style=style, revealed_rows=revealed),
+        mask_figure(
+            result.mask[item, 0],
+            tokens,
+            title="",
+            style=style,
+            revealed_rows=revealed,
+            width_px=widths[1],
+            highlight_row=revealed - 1 if revealed else None,
+        ),
         key="pg_mask_chart",
+        width="content",
     )
     st.caption("Dark: may attend (M = 0). Grey: masked (M = −∞, weight exactly 0).")
 

@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from attention_viz.capture import parity_delta
-from attention_viz.export import to_csv, to_npz
+from attention_viz.export import export_stem, statistics_csv, to_csv, to_npz
 from attention_viz.figures import (
+    SINGLE_HOVER_CELL_LIMIT,
     downsample_factor,
     escape_label,
     head_grid,
@@ -18,12 +19,13 @@ from attention_viz.figures import (
 )
 from attention_viz.render import layer_figure, standalone_html
 from attention_viz.rollout import attention_rollout
-from attention_viz.stats import head_statistics
+from attention_viz.scales import SCALES
 from ui import cache
-from ui.chrome import cut_notes, display_settings, run_or_stop
-from ui.controls import model_and_texts, model_params, page_masks
+from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
+from ui.controls import model_and_texts, model_params, page_masks, scale_picker, zoom_ranges
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
+from ui.viewport import column_widths
 
 PAGE = "explorer"
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
@@ -45,6 +47,7 @@ PARAMS = [
     Param("ex_head", "head", 0, "int", low=0, high=1000),
     Param("ex_item", "item", 0, "int", low=0, high=3),
     Param("ex_stage", "stage", "weights", "choice", choices=STAGES),
+    Param("ex_scale", "scale", "fixed", "choice", choices=SCALES),
 ]
 
 ensure_app_navigation()
@@ -84,11 +87,16 @@ captured = result.layer(layer)
 tokens = result.tokens[item]
 matrices = captured.stage(stage)[item]  # (H, T, T)
 allowed = result.mask[item, 0]  # (T, T)
+pad_rows = result.pad_rows[item]  # (T,) True where the query is [PAD]
 stage_allowed = allowed if stage_shows_mask(stage) else None  # raw scores are drawn whole
-value_range = stage_range(stage, matrices, style.palette)
+scale = scale_picker("ex_scale", stage)
+value_range = stage_range(stage, matrices, style.palette, scale)
 cut_notes(result.texts, result.truncated)
 
-left, right = st.columns([3, 2])
+# On a projector the focused head gets half the page; on a laptop the grid gets more.
+ratios = [1, 1] if presentation else [3, 2]
+widths = column_widths(ratios)
+left, right = st.columns(ratios)
 with left:
     st.subheader(f"Layer {layer}: all {loaded.num_heads} heads · {policy.describe()}")
     grid = head_grid(
@@ -103,10 +111,13 @@ with left:
         ],
         columns=3,
         style=style,
-        panel_px=230 if not presentation else 300,
         max_side=GRID_MAX_SIDE,
+        width_px=widths[0],
+        pad_rows=pad_rows,
+        annotate=False,
+        row_sums=False,
     )
-    st.plotly_chart(grid, key="ex_grid_chart")
+    st.plotly_chart(grid, key="ex_grid_chart", width="content")
     factor = downsample_factor(len(tokens), GRID_MAX_SIDE)
     if factor > 1:
         st.caption(
@@ -116,8 +127,43 @@ with left:
 with right:
     st.subheader(f"Head {head}")
     st.plotly_chart(
-        heatmap(matrices[head], tokens, tokens, value_range, allowed=stage_allowed, style=style),
+        heatmap(
+            matrices[head],
+            tokens,
+            tokens,
+            value_range,
+            allowed=stage_allowed,
+            style=style,
+            width_px=widths[1],
+            pad_rows=pad_rows,
+        ),
         key="ex_head_chart",
+        width="content",
+    )
+    if len(tokens) ** 2 > SINGLE_HOVER_CELL_LIMIT:
+        st.caption(
+            "This many tokens are drawn as an image: zoom into a range below for tokens and values on hover."
+        )
+
+zoom = zoom_ranges("ex", len(tokens))
+if zoom is not None:
+    (q0, q1), (k0, k1) = zoom
+    st.plotly_chart(
+        heatmap(
+            matrices[head, q0 : q1 + 1, k0 : k1 + 1],
+            tokens[q0 : q1 + 1],
+            tokens[k0 : k1 + 1],
+            value_range,
+            allowed=None if stage_allowed is None else stage_allowed[q0 : q1 + 1, k0 : k1 + 1],
+            title=f"Head {head}, queries {q0}–{q1} × keys {k0}–{k1} (full resolution)",
+            style=style,
+            width_px=column_widths([1])[0] * (0.75 if not presentation else 1.0),
+            pad_rows=pad_rows[q0 : q1 + 1],
+            first_query=q0,
+            first_key=k0,
+        ),
+        key="ex_zoom_chart",
+        width="content",
     )
 
 if len(tokens) >= ROW_PICKER_MIN_TOKENS:
@@ -156,6 +202,7 @@ else:
         f"weights on this layer, max |Δ| = {delta:.1e}."
     )
 
+half = column_widths([1, 1])[0]
 mean_col, rollout_col = st.columns(2)
 with mean_col:
     st.subheader("Mean over heads")
@@ -164,11 +211,14 @@ with mean_col:
             captured.weights[item].mean(0),
             tokens,
             tokens,
-            stage_range("weights", captured.weights, style.palette),
+            stage_range("weights", captured.weights, style.palette, scale),
             allowed=allowed,
             style=style,
+            width_px=half,
+            pad_rows=pad_rows,
         ),
         key="ex_mean_chart",
+        width="content",
     )
 with rollout_col:
     st.subheader("Attention rollout")
@@ -191,13 +241,16 @@ with rollout_col:
                 rollout[item],
                 tokens,
                 tokens,
-                stage_range("weights", rollout, style.palette),
+                stage_range("weights", rollout, style.palette, scale),
                 allowed=allowed,
                 style=style,
                 col_name="input token",
                 row_name="position",
+                width_px=half,
+                pad_rows=pad_rows,
             ),
             key="ex_rollout_chart",
+            width="content",
         )
         st.caption("How much each input token reaches each position after all layers (residual share 0.5).")
 
@@ -237,11 +290,11 @@ if effect is not None and effect.kl is not None:
         table = pd.DataFrame(
             {
                 "rank": range(1, 6),
-                "with these masks": [f"{t!r} {p:.1%}" for t, p in effect.top_tokens[item][position]],
-                "default masks": [f"{t!r} {p:.1%}" for t, p in effect.reference_top_tokens[item][position]],
+                "with these masks": [f"“{t}” {p:.1%}" for t, p in effect.top_tokens[item][position]],
+                "default masks": [f"“{t}” {p:.1%}" for t, p in effect.reference_top_tokens[item][position]],
             }
         )
-        st.dataframe(table, hide_index=True)
+        show_table(table, presentation, "ex_top_table", hide_index=True)
 elif effect is not None and effect.cosine is not None:
     st.metric(
         f"Cosine similarity of the sentence embedding to the default ({effect.reference_label})",
@@ -254,11 +307,12 @@ if not presentation:
         # on_click="ignore": a click must not rerun the script. A rerun re-registers every deferred
         # file under a new id and, when it ends, drops the old ones, so on a busy server the click's
         # own file request could arrive after its id was gone and no download would start.
+        stem = export_stem(model_name, sorted(result.layers), result.policy)
         columns = st.columns(4)
         columns[0].download_button(
             "Weights (CSV)",
             lambda: to_csv(result),
-            f"{model_name}-layer{layer}.csv",
+            f"{stem}.csv",
             "text/csv",
             key="ex_dl_csv",
             on_click="ignore",
@@ -266,14 +320,14 @@ if not presentation:
         columns[1].download_button(
             "Weights (NPZ)",
             lambda: to_npz(result),
-            f"{model_name}-layer{layer}.npz",
+            f"{stem}.npz",
             key="ex_dl_npz",
             on_click="ignore",
         )
         columns[2].download_button(
             "Head statistics (CSV)",
-            lambda: head_statistics(result).to_csv(index=False),
-            f"{model_name}-layer{layer}-heads.csv",
+            lambda: statistics_csv(result),
+            f"{stem}-heads.csv",
             "text/csv",
             key="ex_dl_stats",
             on_click="ignore",
@@ -281,7 +335,7 @@ if not presentation:
         columns[3].download_button(
             "Figure (HTML, works offline)",
             lambda: standalone_html(layer_figure(result, layer, item, style)),
-            f"{model_name}-layer{layer}.html",
+            f"{export_stem(model_name, [layer], result.policy, item=item)}.html",
             "text/html",
             key="ex_dl_html",
             on_click="ignore",

@@ -8,11 +8,13 @@ import streamlit as st
 
 from attention_viz.figures import ValueRange, heatmap, mask_figure, stage_range
 from attention_viz.leak import leak_frame, leak_meter, shade_padding
+from attention_viz.scales import SCALES
 from ui import cache
-from ui.chrome import cut_notes, display_settings, run_or_stop
-from ui.controls import mask_controls, model_and_texts, model_params
+from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
+from ui.controls import mask_controls, model_and_texts, model_params, scale_picker
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
+from ui.viewport import column_widths
 
 PAGE = "padding_lab"
 DEFAULT_TEXT = (
@@ -25,6 +27,7 @@ PARAMS = [
     *(replace(p, default="left") if p.key == "pl_side" else p for p in model_params("pl", DEFAULT_TEXT)),
     Param("pl_layer", "layer", 0, "int", low=0, high=1000),
     Param("pl_head", "head", 0, "int", low=0, high=1000),
+    Param("pl_scale", "scale", "fixed", "choice", choices=SCALES),
 ]
 
 ensure_app_navigation()
@@ -81,14 +84,18 @@ side_note = (
 picture_width = [1] * len(texts)
 
 st.subheader("1 · The mask each sentence really used")
+mask_widths = column_widths([*picture_width, 1.1])
 columns = st.columns([*picture_width, 1.1])
 for item, column in enumerate(columns[:-1]):
     with column:
         # The title is markdown, not a plotly title: it wraps instead of being cut in narrow columns.
         st.markdown(f"**text {item}** · {reals[item]} tokens + {pads[item]} [PAD]")
         st.plotly_chart(
-            mask_figure(result.mask[item, 0], result.tokens[item], title="", style=style),
+            mask_figure(
+                result.mask[item, 0], result.tokens[item], title="", style=style, width_px=mask_widths[item]
+            ),
             key=f"pl_mask_{item}",
+            width="content",
         )
 with columns[-1]:
     st.markdown(
@@ -116,8 +123,9 @@ picks[0].slider("Layer", 0, loaded.num_layers - 1, key="pl_layer")
 picks[1].selectbox("Head", range(loaded.num_heads), key="pl_head")
 layer, head = st.session_state["pl_layer"], st.session_state["pl_head"]
 weights = result.layer(layer).weights  # (B, H, T, T)
-value_range = stage_range("weights", weights, style.palette)
+value_range = stage_range("weights", weights, style.palette, scale_picker("pl_scale", "weights"))
 # Full width: with the colour bar and token labels, a narrower heatmap has no room for cells.
+heat_widths = column_widths([1] * len(texts))
 columns = st.columns(len(texts))
 for item, column in enumerate(columns):
     figure = heatmap(
@@ -128,11 +136,14 @@ for item, column in enumerate(columns):
         allowed=result.mask[item, 0],
         title=f"text {item} · layer {layer}, head {head}",
         style=style,
+        width_px=heat_widths[item],
+        pad_rows=result.pad_rows[item],
+        annotate=False,
     )
     if not policy.padding_mask:
         shade_padding(figure, result.pad_rows[item].tolist())
     with column:
-        st.plotly_chart(figure, key=f"pl_heat_{item}")
+        st.plotly_chart(figure, key=f"pl_heat_{item}", width="content")
 st.markdown(
     "Rows are queries, columns are keys; colours are the weights the model really used, on "
     "one scale from 0 to 1.\n\n"
@@ -151,29 +162,37 @@ st.subheader("3 · Leak meter: attention real tokens pay to padding")
 leak = leak_meter(result)  # (L, H)
 layers = sorted(result.layers)
 frame = leak_frame(leak, layers)
-meter, *rest = st.columns([2, 2] if presentation else [2, 1.7, 1.6])
+meter_ratios = [2, 2] if presentation else [2, 1.7, 1.6]
+meter_width = column_widths(meter_ratios)[0]
+meter, *rest = st.columns(meter_ratios)
 table, explanation = (None, rest[0]) if presentation else rest
 with meter:
+    st.markdown("**Share of real tokens' attention on [PAD] keys**")
     st.plotly_chart(
         heatmap(
             leak,
             [str(index) for index in layers],
             [str(h) for h in range(leak.shape[1])],
             ValueRange(0.0, 1.0, style.palette, "mass on pads"),
-            title="share of real tokens' attention on [PAD] keys",
-            style=replace(style, cell_px=min(style.cell_px, 16)),
+            style=style,
             row_name="layer",
             col_name="head",
+            width_px=meter_width,
+            annotate=False,
+            row_sums=False,
+            max_panel_px=560,
         ),
         key="pl_leak_chart",
+        width="content",
     )
 if table is not None:
     with table:
-        st.dataframe(
+        show_table(
             frame,
+            presentation,
+            "pl_leak_table",
             height=520,
             column_config={column: st.column_config.NumberColumn(format="%.3f") for column in frame.columns},
-            key="pl_leak_table",
         )
         st.caption("The same numbers: one row per layer, one column per head, and their mean.")
 with explanation:

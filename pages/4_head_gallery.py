@@ -10,10 +10,11 @@ from attention_viz.figures import head_grid, stage_range
 from attention_viz.gallery import TYPICAL, selected_heads, thumbnail_figure, thumbnails, typical_heads
 from attention_viz.stats import STAT_COLUMNS
 from ui import cache
-from ui.chrome import cut_notes, display_settings, run_or_stop
+from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
 from ui.controls import model_and_texts, model_params, page_masks
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
+from ui.viewport import column_widths
 
 PAGE = "gallery"
 DEFAULT_TEXT = "The cat sat on the mat because it was tired. It slept all afternoon."
@@ -102,7 +103,9 @@ picked = typical_heads(stats, kind, TYPICAL_COUNT) if kind else None
 pairs = list(zip(picked["layer"], picked["head"], strict=True)) if picked is not None else []
 
 thumbs = thumbnails(result, item=0, palette=style.palette)
-left, right = st.columns([5, 6] if not presentation else [1, 1])
+ratios = [5, 6] if not presentation else [1, 1]
+right_width = column_widths(ratios)[1]
+left, right = st.columns(ratios)
 with left:
     st.subheader("Every head")
     st.caption(
@@ -121,7 +124,7 @@ with right:
         spec = TYPICAL[kind]
         st.subheader(f"{spec.label}: top {len(picked)}")
         st.caption(f"{spec.explanation} Ranked by `{spec.column}`; outlined in the gallery.")
-        st.dataframe(picked, column_config=COLUMN_CONFIG, hide_index=True, key="hg_typical_table")
+        show_table(picked, presentation, "hg_typical_table", column_config=COLUMN_CONFIG, hide_index=True)
         tokens = result.tokens[0]
         st.plotly_chart(
             head_grid(
@@ -137,9 +140,13 @@ with right:
                 ],
                 columns=3 if not presentation else 2,
                 style=style,
-                panel_px=220 if not presentation else 300,
+                width_px=right_width,
+                pad_rows=result.pad_rows[0],
+                annotate=False,
+                row_sums=False,
             ),
             key="hg_typical_chart",
+            width="content",
         )
         # Two buttons a row; one in presentation mode, where the large font would cut the labels.
         opens = st.columns(2 if not presentation else 1)
@@ -156,6 +163,7 @@ with right:
         f"One row per layer and head, averaged over every text · {policy.describe()}. "
         "Click a column header to sort."
     )
+    # Interactive in both modes: hundreds of rows need sorting and scrolling, not a long plain table.
     st.dataframe(stats, column_config=COLUMN_CONFIG, hide_index=True, height=420, key="hg_stats_table")
 
     if not presentation:

@@ -9,7 +9,7 @@ from attention_viz.figures import difference_figure, heatmap, stage_range
 from attention_viz.loading import BUNDLED, DEFAULT_MODEL
 from attention_viz.policy import MaskPolicy
 from ui import cache
-from ui.chrome import cut_notes, display_settings, run_or_stop
+from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
 from ui.controls import (
     CAUSAL_HELP,
     MAX_WINDOW,
@@ -21,6 +21,7 @@ from ui.controls import (
 )
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
+from ui.viewport import column_widths
 
 PAGE = "compare"
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
@@ -138,12 +139,14 @@ weights_range = stage_range("weights", comparison.a, style.palette)  # [0, 1] on
 with controls[2]:
     st.subheader("Difference B − A")
     st.markdown(
-        f"Layer {layer}, head {head}, text {item}. Largest change: **{comparison.max_change:.3f}**.\n\n"
+        f"Layer {layer}, head {head}, text {item}. Largest change of a real token's attention: "
+        f"**{comparison.max_change:.3f}**.\n\n"
         "Red: B attends more than A. Blue: less. White: no change."
     )
 
 # The pictures get their own row so that the three heatmaps start at the same height.
 panels = st.columns(3)
+width = column_widths([1, 1, 1])[0]
 for side, panel, matrix, allowed in (
     ("a", panels[0], comparison.a, comparison.allowed_a),
     ("b", panels[1], comparison.b, comparison.allowed_b),
@@ -156,12 +159,21 @@ for side, panel, matrix, allowed in (
         allowed=allowed,
         title=f"{side.upper()}: {policies[side].describe()}",
         style=style,
+        width_px=width,
+        pad_rows=comparison.pad_rows,
+        annotate=False,
     )
-    panel.plotly_chart(figure, key=f"cmp_{side}_chart")
+    panel.plotly_chart(figure, key=f"cmp_{side}_chart", width="content")
 difference = difference_figure(
-    comparison.difference, comparison.tokens, comparison.tokens, title="B − A", style=style
+    comparison.difference,
+    comparison.tokens,
+    comparison.tokens,
+    title="B − A",
+    style=style,
+    width_px=width,
+    pad_rows=comparison.pad_rows,
 )
-panels[2].plotly_chart(difference, key="cmp_diff_chart")
+panels[2].plotly_chart(difference, key="cmp_diff_chart", width="content")
 
 cut_notes(captures["A"].texts, captures["A"].truncated)
 
@@ -175,7 +187,7 @@ effects = {
 table = effect_table(
     {name: (policies[name.lower()], effects[name]) for name in effects}, captures["A"].attention_mask, item
 )
-st.dataframe(table, hide_index=True, key="cmp_effect_table")
+show_table(table, presentation, "cmp_effect_table", hide_index=True)
 if not presentation:
     st.caption(
         "Against the model's default masks (the ones it was trained with). Decoder: KL divergence of "

@@ -43,10 +43,25 @@ def decode_array(value) -> np.ndarray:
 
 
 def heatmap_values(figure) -> list[np.ndarray]:
-    """The value matrices (first trace of each panel: the true values, not the mask overlay)."""
-    return [
-        decode_array(trace.z) for trace in figure.data if trace.type == "heatmap" and trace.name != "masked"
-    ]
+    """Each panel's cells as a person reads them: the value of every allowed cell, 0 for a masked
+    (grey) weight (exactly 0), NaN for a masked score (−∞) or a blank cell.
+
+    A panel's cells are split over traces named "values", "padding query", "masked" and
+    "padding row" (see ``attention_viz.figures``); a mask figure is one plain heatmap.
+    """
+    panels: dict[str, np.ndarray] = {}
+    for trace in figure.data:
+        if trace.type != "heatmap":
+            continue
+        z = decode_array(trace.z)
+        panel = panels.setdefault(trace.xaxis or "x", np.full(z.shape, np.nan))
+        known = ~np.isnan(z)
+        if trace.name in ("masked", "padding row"):
+            # A masked weight is exactly 0; a masked score is −∞, which no heatmap can colour.
+            panel[known] = np.nan if "−∞" in (trace.hovertemplate or "") else 0.0
+        else:
+            panel[known] = z[known]
+    return list(panels.values())
 
 
 def axis_ticktext(figure, axis: str = "xaxis") -> list[str]:

@@ -12,16 +12,44 @@ from attention_viz.errors import UserFacingError
 from attention_viz.figures import PALETTES, FigureStyle, escape_markdown
 from attention_viz.loading import BUNDLED, LoadedModel, needs_conversion
 from ui import cache
+from ui.viewport import measure
 
 T = TypeVar("T")
 LOG = logging.getLogger("attention_viz.app")
 
 
+# Toggles read from the back of a room: off is a dark grey track with a white knob on the left,
+# on is the theme's red with the knob on the right (Streamlit's own off state is pale grey).
+TOGGLE_CSS = (
+    '.stApp [data-testid="stCheckbox"] label:has(input[role="switch"]:not(:checked)) > div:first-of-type'
+    " {background-color: #6b7280 !important;}"
+)
+# Presentation mode: everything that carries the lesson grows (text, formula, metrics, tables,
+# buttons, toggles); figures grow through their own FigureStyle.
+PRESENTATION_CSS = (
+    ".stApp p, .stApp label, .stApp li {font-size: 1.35rem !important;}"
+    " .stApp h1 {font-size: 3rem !important;} .stApp h2, .stApp h3 {font-size: 1.9rem !important;}"
+    " .stApp textarea {font-size: 1.25rem !important;}"
+    # What a selectbox or number input holds (model, head, palette) must read as well as its label.
+    ' .stApp [data-testid="stSelectbox"] input, .stApp [data-testid="stNumberInput"] input'
+    " {font-size: 1.2rem !important;}"
+    # A slider's value floats just above its track: enlarged, it would cover the track.
+    ' .stApp [data-testid="stSliderThumbValue"], .stApp [data-testid="stSliderThumbValue"] *,'
+    ' .stApp [data-testid="stSliderTickBar"] * {font-size: 1rem !important;}'
+    " .stApp .katex {font-size: 1.9rem !important;}"
+    ' .stApp [data-testid="stMetricValue"] {font-size: 3rem !important;}'
+    ' .stApp [data-testid="stMetricLabel"] p {font-size: 1.3rem !important;}'
+    ' .stApp [data-testid="stTable"] td, .stApp [data-testid="stTable"] th {font-size: 1.3rem !important;}'
+    " .stApp button p {font-size: 1.3rem !important; white-space: nowrap;}"
+    ' .stApp [data-testid="stCheckbox"] label > div:first-of-type'
+    " {transform: scale(1.35); transform-origin: left center; margin-right: 0.9rem;}"
+)
+
+
 def display_settings() -> tuple[FigureStyle, bool]:
     """Sidebar switches for presentation mode and palette.
 
-    Returns the figure style and whether presentation mode is on (pages then hide secondary
-    controls).
+    Returns the figure style and whether presentation mode is on.
     """
     # Re-assigned, not setdefault: the same switch on another page is another widget to
     # Streamlit, which would drop this one's value on a page change. A teacher who turns on
@@ -33,7 +61,7 @@ def display_settings() -> tuple[FigureStyle, bool]:
         st.toggle(
             "Presentation mode",
             key="presentation",
-            help="Large fonts for a projector; secondary controls are hidden.",
+            help="Large fonts and pictures for a projector. It is part of the page's link.",
         )
         st.selectbox(
             "Colour palette",
@@ -41,23 +69,30 @@ def display_settings() -> tuple[FigureStyle, bool]:
             key="palette",
             help="All palettes are readable with colour-vision deficiencies; Viridis is the default.",
         )
+    measure()
     presentation = bool(st.session_state["presentation"])
     style = FigureStyle(palette=st.session_state["palette"])
+    css = TOGGLE_CSS
     if presentation:
         style = style.presentation()
-        st.markdown(
-            "<style>.stApp p, .stApp label, .stApp li {font-size: 1.35rem !important;}"
-            " .stApp h1 {font-size: 3rem !important;} .stApp textarea {font-size: 1.25rem !important;}"
-            # What a selectbox or number input holds (model, head, palette) must read as well as its label.
-            ' .stApp [data-testid="stSelectbox"] input, .stApp [data-testid="stNumberInput"] input'
-            " {font-size: 1.2rem !important;}"
-            # A slider's value floats just above its track: enlarged, it would cover the track.
-            ' .stApp [data-testid="stSliderThumbValue"], .stApp [data-testid="stSliderThumbValue"] *,'
-            ' .stApp [data-testid="stSliderTickBar"] * {font-size: 1rem !important;}'
-            "</style>",
-            unsafe_allow_html=True,
-        )
+        css += PRESENTATION_CSS
+    st.markdown(f"<style>{css}</style>", unsafe_allow_html=True)
     return style, presentation
+
+
+def show_table(frame, presentation: bool, key: str, **dataframe_options) -> None:
+    """A table: interactive (sortable, scrollable) normally; in presentation mode a plain table
+    whose text the projector CSS enlarges (the interactive one draws on a canvas CSS cannot
+    enlarge)."""
+    if presentation:
+        # st.table renders markdown: quote every text cell literally.
+        shown = frame.copy()
+        for column in shown.columns:
+            if shown[column].dtype == object:
+                shown[column] = shown[column].map(lambda value: escape_markdown(str(value)))
+        st.table(shown, hide_index=dataframe_options.get("hide_index", False))
+    else:
+        st.dataframe(frame, key=key, **dataframe_options)
 
 
 def model_or_stop(name: str) -> LoadedModel:

@@ -6,6 +6,7 @@ import streamlit as st
 
 from attention_viz.loading import BUNDLED, DEFAULT_MODEL, LoadedModel
 from attention_viz.policy import MaskPolicy
+from attention_viz.scales import SCALE_LABELS, SCALES
 from attention_viz.settings import load_settings
 from ui import cache
 from ui.chrome import model_or_stop, run_or_stop
@@ -167,3 +168,59 @@ def page_masks(
         show_window=not presentation,
         show_side=not presentation,
     )
+
+
+def scale_picker(key: str, stage: str) -> str:
+    """The ``Colour scale`` choice for weights (fixed 0–1, per row, log); other stages use their own.
+
+    Returns the scale to draw with.
+    """
+    if stage != "weights":
+        return "fixed"
+    st.radio(
+        "Colour scale",
+        SCALES,
+        format_func=SCALE_LABELS.get,
+        key=key,
+        horizontal=True,
+        help="Fixed: 0 to 1, so toggles never rescale. Per row: each query row divided by its largest "
+        "weight, for long texts where attention spreads thin. Log: tiny weights become visible. "
+        "Hover always shows the true weight.",
+    )
+    return st.session_state[key]
+
+
+# Zoom is offered from this many tokens on; a zoomed range is drawn with exact hover up to ZOOM_MAX_SPAN.
+ZOOM_MIN_TOKENS = 24
+ZOOM_MAX_SPAN = 512
+ZOOM_DEFAULT_SPAN = 48
+
+
+def zoom_ranges(prefix: str, length: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """A ``Zoom`` switch with a query range and a key range (inclusive, zero-based).
+
+    Returns ``((first query, last query), (first key, last key))``, or None when zoom is off
+    or the text is short enough to read whole.
+    """
+    if length < ZOOM_MIN_TOKENS:
+        return None
+    if not st.toggle(
+        "Zoom into a range of queries and keys",
+        key=f"{prefix}_zoom",
+        help="Draws the chosen rows and columns of the focused head at full resolution, with every "
+        "token named and every value on hover.",
+    ):
+        return None
+    ranges = []
+    columns = st.columns(2)
+    for column, name in zip(columns, ("queries", "keys"), strict=True):
+        key = f"{prefix}_zoom_{name}"
+        low, high = st.session_state.get(key) or (max(0, length - ZOOM_DEFAULT_SPAN), length - 1)
+        st.session_state[key] = (min(low, length - 1), min(high, length - 1))
+        column.slider(f"Zoom: {name} (positions)", 0, length - 1, key=key)
+        low, high = st.session_state[key]
+        if high - low + 1 > ZOOM_MAX_SPAN:
+            high = low + ZOOM_MAX_SPAN - 1
+            column.caption(f"At most {ZOOM_MAX_SPAN} {name} at a time: showing {low}–{high}.")
+        ranges.append((low, high))
+    return ranges[0], ranges[1]

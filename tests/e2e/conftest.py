@@ -396,6 +396,26 @@ class Plot:
     def rows(self) -> int:
         return len(self.z[0])
 
+    @property
+    def matrix(self) -> list[list[float | None]]:
+        """The first panel's cells as a person reads them: the value of every allowed cell, 0 for a
+        masked (grey) cell (its weight is exactly 0), None for a blank (not yet revealed) cell.
+
+        A heatmap splits its cells over traces named "values", "padding query", "masked" and
+        "padding row" (see attention_viz.figures); the first panel's traces come first.
+        """
+        cells = None
+        for index, (name, z) in enumerate(zip(self.names, self.z, strict=True)):
+            if index and name == "values":
+                break  # the next panel
+            if cells is None:
+                cells = [[None] * len(row) for row in z]
+            for r, row in enumerate(z):
+                for c, value in enumerate(row):
+                    if value is not None:
+                        cells[r][c] = 0.0 if name in ("masked", "padding row") else value
+        return cells
+
 
 def read_plot(page, key: str) -> Plot | None:
     """The figure data of the Plotly chart of the Streamlit element with ``key``, or None."""
@@ -468,3 +488,172 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:120]}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# --- pictures: hovering a cell, reading a cell's true value, tick labels that overlap --------------
+
+# Centre of cell (query, key) of subplot PANEL, in viewport pixels, after scrolling it into view.
+# Heatmap axes are category axes: category i sits at linear coordinate i, so the axis's own
+# l2p() gives the pixel inside the plot area and _offset places the plot area in the SVG. A
+# reversed y axis (queries top to bottom) is handled by l2p itself.
+_CELL_CENTRE_JS = """
+([key, panel, query, keyIndex]) => {
+    const el = document.querySelector(`.st-key-${key} .js-plotly-plot`);
+    if (el === null || !el._fullLayout) return null;
+    const suffix = panel === 1 ? "" : String(panel);
+    const xa = el._fullLayout[`xaxis${suffix}`], ya = el._fullLayout[`yaxis${suffix}`];
+    if (!xa || !ya) return null;
+    const drag = el.querySelector(`.nsewdrag[data-subplot="x${suffix}y${suffix}"]`);
+    (drag || el).scrollIntoView({block: "center", inline: "nearest"});
+    const svg = el.querySelector(".main-svg").getBoundingClientRect();
+    return {x: svg.left + xa._offset + xa.l2p(keyIndex), y: svg.top + ya._offset + ya.l2p(query)};
+}
+"""
+
+# The lines of the hover label now shown in chart KEY (plotly writes one tspan.line per line).
+_HOVER_LINES_JS = """
+(key) => {
+    const labels = document.querySelectorAll(`.st-key-${key} .js-plotly-plot .hoverlayer .hovertext`);
+    if (labels.length !== 1) return null;
+    const lines = Array.from(labels[0].querySelectorAll("text tspan.line"), (t) => t.textContent);
+    return lines.length ? lines : [labels[0].querySelector("text").textContent];
+}
+"""
+
+
+def hover_cell(page, key: str, query: int, key_index: int, panel: int = 1) -> str:
+    """Move the mouse over the centre of cell (query row, key column) of chart ``key`` and return
+    the tooltip, its lines joined with newlines.
+
+    ``panel`` is the one-based subplot (axes ``x{panel}``/``y{panel}``). The mouse first leaves
+    the chart and the old label must go, so the text returned is this cell's own.
+    """
+    page.mouse.move(1, 1)
+    page.wait_for_function(
+        "(key) => document.querySelector(`.st-key-${key} .hoverlayer .hovertext`) === null", arg=key
+    )
+    centre = page.evaluate(_CELL_CENTRE_JS, [key, panel, query, key_index])
+    assert centre is not None, f"chart {key} has no subplot {panel}"
+    viewport = page.viewport_size
+    assert 0 <= centre["x"] < viewport["width"] and 0 <= centre["y"] < viewport["height"], (
+        f"cell ({query}, {key_index}) of {key} panel {panel} is off screen at {centre}"
+    )
+    # Two steps: plotly hovers on mousemove over its drag layer, not on a jump alone.
+    page.mouse.move(centre["x"] - 1, centre["y"] - 1)
+    page.mouse.move(centre["x"], centre["y"], steps=2)
+    handle = page.wait_for_function(_HOVER_LINES_JS, arg=key, timeout=10_000, polling=50)
+    return "\n".join(handle.json_value())
+
+
+# Per trace of chart KEY: its name, its subplot number and the matrix that holds its true values
+# (customdata when a per-row or log colour scale is used, else z), decoded like _READ_PLOT_JS.
+_TRACE_VALUES_JS = """
+(key) => {
+    const el = document.querySelector(`.st-key-${key} .js-plotly-plot`);
+    if (el === null || !Array.isArray(el.data)) return null;
+    const types = {f4: Float32Array, f8: Float64Array, i1: Int8Array, u1: Uint8Array,
+                   i2: Int16Array, u2: Uint16Array, i4: Int32Array, u4: Uint32Array};
+    const clean = (v) => (typeof v === "number" && !Number.isNaN(v) ? v : null);
+    const matrix = (z) => {
+        if (z === undefined || z === null) return null;
+        if (typeof z.bdata === "string") {
+            const bytes = Uint8Array.from(atob(z.bdata), (c) => c.charCodeAt(0));
+            const flat = Array.from(new types[z.dtype](bytes.buffer), clean);
+            const shape = String(z.shape).split(",").map(Number);
+            const width = shape.length > 1 ? shape[1] : flat.length;
+            const rows = [];
+            for (let i = 0; i < flat.length; i += width) rows.push(flat.slice(i, i + width));
+            return rows;
+        }
+        return Array.from(z, (row) => Array.from(row, clean));
+    };
+    return el.data.map((trace) => ({
+        name: trace.name || "",
+        panel: Number(String(trace.xaxis || "x").slice(1) || 1),
+        values: matrix(trace.customdata !== undefined ? trace.customdata : trace.z),
+    }));
+}
+"""
+
+
+def trace_values(page, key: str, name: str, panel: int = 1) -> list[list[float | None]] | None:
+    """The true values of the trace called ``name`` in subplot ``panel`` of chart ``key``
+    (None for a cell the trace does not hold), or None if there is no such trace."""
+    traces = page.evaluate(_TRACE_VALUES_JS, key) or []
+    found = [t["values"] for t in traces if t["name"] == name and t["panel"] == panel]
+    assert len(found) <= 1, f"chart {key} panel {panel} has {len(found)} traces called {name!r}"
+    return found[0] if found else None
+
+
+def cell_value(page, key: str, name: str, query: int, key_index: int, panel: int = 1) -> float | None:
+    """The true value the browser holds for one cell in trace ``name`` (None: not in that trace)."""
+    values = trace_values(page, key, name, panel)
+    return None if values is None else values[query][key_index]
+
+
+def fixed4(value: float) -> str:
+    """``value`` as plotly's ``%{z:.4f}`` shows it: JavaScript's toFixed(4), i.e. the exact binary
+    value rounded half away from zero, and no "-0.0000"."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    text = str(Decimal(value).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
+    return "0.0000" if text == "-0.0000" else text
+
+
+# Bounding boxes (viewport px) of every visible tick label, per axis (xtick, x2tick, ytick...).
+_TICK_BOXES_JS = """
+(key) => {
+    const el = document.querySelector(`.st-key-${key} .js-plotly-plot`);
+    if (el === null) return null;
+    const axes = {};
+    for (const text of el.querySelectorAll("g[class] > text")) {
+        const group = text.parentNode.getAttribute("class");
+        if (!/^[xy]\\d*tick$/.test(group)) continue;  // colour bars have their own "y<id>tick"
+        const style = getComputedStyle(text);
+        if (style.display === "none" || style.visibility === "hidden" || Number(style.opacity) === 0) continue;
+        if (text.textContent.trim() === "") continue;
+        const box = text.getBoundingClientRect();
+        if (box.width === 0 || box.height === 0) continue;
+        (axes[group] ??= []).push({text: text.textContent, left: box.left, right: box.right,
+                                   top: box.top, bottom: box.bottom});
+    }
+    return axes;
+}
+"""
+
+
+def overlapping_tick_labels(page, key: str, allowance_px: float = 0.5) -> list[str]:
+    """Pairs of tick labels of the same axis of chart ``key`` whose boxes intersect by more
+    than ``allowance_px`` in both directions; empty if none do."""
+    axes = page.evaluate(_TICK_BOXES_JS, key)
+    assert axes is not None, f"no chart {key}"
+    found = []
+    for axis, boxes in sorted(axes.items()):
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                across = min(a["right"], b["right"]) - max(a["left"], b["left"])
+                down = min(a["bottom"], b["bottom"]) - max(a["top"], b["top"])
+                if across > allowance_px and down > allowance_px:
+                    found.append(
+                        f"{key} {axis}: {a['text']!r} and {b['text']!r} overlap by {across:.1f}×{down:.1f} px"
+                    )
+    return found
+
+
+def chart_keys(page) -> list[str]:
+    """The keys of every drawn Plotly chart on the page (its Streamlit element's ``st-key-``)."""
+    return page.evaluate(
+        """() => Array.from(document.querySelectorAll('[class*="st-key-"] .js-plotly-plot'), (el) => {
+            const holder = el.closest('[class*="st-key-"]');
+            const name = Array.from(holder.classList).find((c) => c.startsWith("st-key-"));
+            return name.slice("st-key-".length);
+        })"""
+    )
+
+
+def resize(page, width: int, height: int, plots: int = 0, timeout_ms: int = APP_TIMEOUT_MS) -> None:
+    """Resize the viewport and wait for the rerun the page's width probe asks for."""
+    page.set_viewport_size({"width": width, "height": height})
+    # The probe measures 200 ms after the resize settles, then the script reruns.
+    page.wait_for_timeout(1500)
+    wait_for_app(page, plots=plots, timeout_ms=timeout_ms)

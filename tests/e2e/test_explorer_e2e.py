@@ -51,18 +51,18 @@ def test_causal_toggle_reruns_model_and_link_restores_view(streamlit_server, exp
     assert switch(page, "Causal mask").is_checked(), "a decoder starts with its own causal mask"
     causal = read_plot(page, HEAD)
     assert len(causal.ticktext) > 3
-    assert all(value == 0 for value in upper_triangle(causal.z[0])), "causal on: a query sees a later key"
+    assert all(value == 0 for value in upper_triangle(causal.matrix)), "causal on: a query sees a later key"
 
     click_toggle(page, "Causal mask")
     wait_for_app(page, plots=PLOTS, timeout_ms=RUN_MS)
     free = wait_for_plot_change(page, HEAD, causal)
     assert not switch(page, "Causal mask").is_checked()
     assert free.ticktext == causal.ticktext
-    assert any(value != 0 for value in upper_triangle(free.z[0])), (
+    assert any(value != 0 for value in upper_triangle(free.matrix)), (
         "causal off: the model still ignores the future"
     )
     # Re-run, not un-hidden: each row's weights still sum to 1 over the keys it now sees.
-    for row in free.z[0]:
+    for row in free.matrix:
         assert sum(row) == pytest.approx(1.0, abs=1e-4)
 
     page.wait_for_url(re.compile(r"[?&]causal=0(?:&|$)"))
@@ -76,7 +76,7 @@ def test_causal_toggle_reruns_model_and_link_restores_view(streamlit_server, exp
     assert switch(other, "Padding mask").is_checked() == switch(page, "Padding mask").is_checked()
     shared = read_plot(other, HEAD)
     assert shared.ticktext == free.ticktext
-    assert max_difference(shared.z[0], free.z[0]) <= TOLERANCE
+    assert max_difference(shared.matrix, free.matrix) <= TOLERANCE
     assert re.search(r"[?&]causal=0(?:&|$)", other.url), "opening the link rewrote its causal setting"
 
 

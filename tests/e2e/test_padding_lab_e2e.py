@@ -16,7 +16,7 @@ def pad_cells_of_real_rows(plot) -> list[float | None]:
     pads = [index for index, label in enumerate(plot.ticktext) if "[PAD]" in label]
     reals = [index for index, label in enumerate(plot.ticktext) if "[PAD]" not in label]
     assert pads and reals, "the default batch should pad its shortest sentence"
-    return [plot.z[0][row][column] for row in reals for column in pads]
+    return [plot.matrix[row][column] for row in reals for column in pads]
 
 
 def test_padding_mask_toggle_changes_the_pad_columns(streamlit_server, page):

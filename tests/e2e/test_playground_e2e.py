@@ -52,7 +52,7 @@ def test_causal_toggle_redraws_heatmap_and_empties_upper_triangle(playground):
     assert causal.is_checked(), "the Playground starts with the causal mask on"
     on = read_plot(page, HEADS)
     assert on.names[0] != "masked"
-    assert all(value == 0 for value in upper_triangle(on.z[0])), "causal on: a query sees a later key"
+    assert all(value == 0 for value in upper_triangle(on.matrix)), "causal on: a query sees a later key"
     assert all(value == 0 for value in upper_triangle(read_plot(page, MASK).z[0]))
 
     click_toggle(page, "Causal mask")
@@ -60,14 +60,14 @@ def test_causal_toggle_redraws_heatmap_and_empties_upper_triangle(playground):
     off = wait_for_plot_change(page, HEADS, on)
     assert not causal.is_checked()
     assert off.ticktext == on.ticktext
-    assert any(value != 0 for value in upper_triangle(off.z[0])), "causal off: the future is still hidden"
+    assert any(value != 0 for value in upper_triangle(off.matrix)), "causal off: the future is still hidden"
     assert any(value != 0 for value in upper_triangle(read_plot(page, MASK).z[0]))
 
     click_toggle(page, "Causal mask")
     wait_for_app(page, plots=2)
     again = wait_for_plot_change(page, HEADS, off)
     assert causal.is_checked()
-    assert again.z[0] == on.z[0], "toggling back did not restore the same weights"
+    assert again.matrix == on.matrix, "toggling back did not restore the same weights"
 
 
 def test_sequence_length_slider_changes_token_count(playground):
@@ -101,13 +101,13 @@ def test_sequence_length_slider_changes_token_count(playground):
 def test_step_through_rows_reveals_one_row_per_click(playground):
     page = playground
     full = read_plot(page, HEADS)
-    assert revealed_rows(full.z[0]) == full.rows
+    assert revealed_rows(full.matrix) == full.rows
 
     click_toggle(page, "Step through the rows")
     wait_for_app(page, plots=2)
     first = wait_for_plot_change(page, HEADS, full)
     assert switch(page, "Step through the rows").is_checked()
-    assert revealed_rows(first.z[0]) == 1
+    assert revealed_rows(first.matrix) == 1
     assert revealed_rows(read_plot(page, MASK).z[0]) == 1
     assert page.get_by_role("button", name="◀ Previous row").is_disabled()
     assert page.get_by_text("Query 0 “the” may attend to").is_visible()
@@ -118,10 +118,10 @@ def test_step_through_rows_reveals_one_row_per_click(playground):
         next_row.click()
         wait_for_app(page, plots=2)
         shown = wait_for_plot_change(page, HEADS, shown)
-        assert revealed_rows(shown.z[0]) == row + 1
+        assert revealed_rows(shown.matrix) == row + 1
         assert revealed_rows(read_plot(page, MASK).z[0]) == row + 1
         # The revealed rows are the real weights, unchanged.
-        assert shown.z[0][: row + 1] == full.z[0][: row + 1]
+        assert shown.matrix[: row + 1] == full.matrix[: row + 1]
     narration = page.get_by_text(f"Query 2 “{FIRST_SENTENCE[2]}” may attend to")
     assert narration.is_visible()
     # What the teacher reads aloud, as rendered: the visible keys, with no markdown escapes showing.

@@ -1,0 +1,79 @@
+"""How wide the page really is, so figures can fill their columns with square cells.
+
+Streamlit tells the server nothing about the browser's size. A tiny component (inline
+JavaScript, no iframe, no network) measures the main column and reports its width, in steps of
+20 px so that a scroll bar appearing does not rerun the page; it reports again when the window
+or the sidebar changes size. Until the first report (and in ``AppTest``, which runs no
+JavaScript) a typical laptop width is assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import streamlit as st
+
+# The main column of a 1400 px wide window with the sidebar open.
+DEFAULT_MAIN_WIDTH = 1040
+STEP_PX = 20
+COLUMN_GAP_PX = 16  # st.columns(gap="small"), Streamlit's default: 1rem
+KEY = "_viewport"
+WIDTH_KEY = "_viewport_width"
+
+_JS = f"""
+export default function(component) {{
+    const {{ setStateValue }} = component;
+    let last = null, timer = null;
+    const measure = () => {{
+        const main = document.querySelector('[data-testid="stMainBlockContainer"]');
+        if (main === null) return;
+        const style = getComputedStyle(main);
+        const inner = main.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+        const width = Math.floor(inner / {STEP_PX}) * {STEP_PX};
+        if (width > 0 && width !== last) {{
+            last = width;
+            setStateValue("width", width);
+        }}
+    }};
+    const observer = new ResizeObserver(() => {{
+        clearTimeout(timer);
+        timer = setTimeout(measure, 200);
+    }});
+    const main = document.querySelector('[data-testid="stMainBlockContainer"]');
+    if (main !== null) observer.observe(main);
+    measure();
+    return () => {{ observer.disconnect(); clearTimeout(timer); }};
+}}
+"""
+
+_probe = st.components.v2.component("attention_viz.viewport", js=_JS)
+
+
+def _remember() -> None:
+    reported = (st.session_state.get(KEY) or {}).get("width")
+    if reported:
+        st.session_state[WIDTH_KEY] = int(reported)
+
+
+def measure() -> None:
+    """Draw the measuring component (once per page run, in the sidebar, where its empty slot
+    takes no room)."""
+    with st.sidebar:
+        result = _probe(key=KEY, on_width_change=_remember, height=1)
+    reported = getattr(result, "width", None)
+    if reported:
+        st.session_state[WIDTH_KEY] = int(reported)
+
+
+def main_width() -> int:
+    """The width of the page's main column in px: as last measured, else the default."""
+    return int(st.session_state.get(WIDTH_KEY) or DEFAULT_MAIN_WIDTH)
+
+
+def column_widths(
+    ratios: Sequence[float], total: float | None = None, gap: float = COLUMN_GAP_PX
+) -> list[float]:
+    """The widths ``st.columns(ratios)`` gives its columns, out of ``total`` (the main column)."""
+    total = main_width() if total is None else total
+    free = total - gap * (len(ratios) - 1)
+    return [free * ratio / sum(ratios) for ratio in ratios]
