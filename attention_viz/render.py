@@ -7,13 +7,25 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from attention_viz.capture import Capture
-from attention_viz.figures import FigureStyle, head_grid, stage_range
+from attention_viz.figures import FigureStyle, escape_label, head_grid, stage_range
 
 __all__ = ["layer_figure", "render_layer", "standalone_html"]
 
 
+# Export cells are at least this big, so that every token label fits (up to EXPORT_MAX_WIDTH).
+EXPORT_CELL_PX = 18
+EXPORT_MIN_WIDTH = 1200
+EXPORT_MAX_WIDTH = 6000
+
+
+def export_width(tokens: int, columns: int = 3) -> int:
+    """A width at which a grid of ``columns`` heads gives every token its own readable label."""
+    return min(EXPORT_MAX_WIDTH, max(EXPORT_MIN_WIDTH, columns * tokens * EXPORT_CELL_PX + 400))
+
+
 def layer_figure(result: Capture, layer: int, item: int = 0, style: FigureStyle = FigureStyle()) -> go.Figure:
-    """All heads of one layer for one batch item, as the app's explorer draws them."""
+    """All heads of one layer for one batch item, as the app's explorer draws them, wide enough
+    for every token label, with square cells, titled with the model, layer, item and masks."""
     captured = result.layer(layer)
     weights = captured.weights[item]  # (H, T, T)
     tokens = result.tokens[item]
@@ -25,10 +37,18 @@ def layer_figure(result: Capture, layer: int, item: int = 0, style: FigureStyle 
         allowed=result.mask[item, 0],
         columns=3,
         style=style,
+        width_px=export_width(len(tokens)),
+        pad_rows=result.pad_rows[item],
+        annotate=False,
+        row_sums=False,
     )
+    title = f"{result.model_name} · layer {layer} · text {item} · {result.policy.describe()}"
+    if result.policy.padding_mask or len(result.tokens) > 1:
+        title += f" · pads on the {result.policy.padding_side}"
     figure.update_layout(
-        title={"text": f"{result.model_name} · layer {layer} · {result.policy.describe()}", "x": 0.01},
-        margin={"t": 80},
+        title={"text": escape_label(title), "x": 0.01, "font": {"size": style.font_size + 5}},
+        margin={"t": figure.layout.margin.t + 50},
+        height=figure.layout.height + 50,
     )
     return figure
 
@@ -50,4 +70,4 @@ def render_layer(result: Capture, layer: int, item: int, out: str) -> None:
     if path.suffix.lower() == ".html":
         path.write_text(standalone_html(figure), encoding="utf-8")
     else:
-        figure.write_image(path, width=1200, height=int(figure.layout.height or 800), scale=2)
+        figure.write_image(path, width=int(figure.layout.width), height=int(figure.layout.height), scale=2)

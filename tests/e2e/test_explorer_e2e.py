@@ -96,6 +96,10 @@ def test_export_downloads_weights_csv(explorer):
         button.click()
     download = download_info.value
     assert download.failure() is None
+    # The name and the columns record the model, the layer and the mask policy.
+    assert download.suggested_filename.startswith("smollm2-layer0-causal-padding-right-len"), (
+        download.suggested_filename
+    )
     assert download.suggested_filename.endswith(".csv")
     content = download.path().read_bytes()
     assert content, "the downloaded file is empty"
@@ -103,6 +107,9 @@ def test_export_downloads_weights_csv(explorer):
     rows = list(csv.reader(io.StringIO(content.decode("utf-8"))))
     header = rows[0]
     assert "weight" in header, f"no weight column in {header}"
+    for column in ("model", "causal", "padding_mask", "window", "padding_side", "max_length", "layer"):
+        assert column in header, f"no {column} column in {header}"
+    assert {row[header.index("causal")] for row in rows[1:]} == {"True"}
     assert len(rows) > 1, "the CSV has a header but no rows"
     weights = [float(row[header.index("weight")]) for row in rows[1:]]
     assert all(0.0 <= weight <= 1.0 for weight in weights)

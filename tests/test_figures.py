@@ -1,0 +1,169 @@
+"""Figures tell the truth and fit their space: one trace per kind of cell, square cells, labels
+that never overlap, values written in small matrices, colour scales named on their colour bar."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from apptest_helpers import decode_array
+
+from attention_viz.figures import ANNOTATE_MAX_TOKENS, FigureStyle, head_grid, heatmap, mask_figure
+from attention_viz.geometry import LINE_HEIGHT, frame, label_width, ticks_for
+from attention_viz.masks import causal_mask
+from attention_viz.scales import LOG_FLOOR, scaled, stage_range
+
+TOKENS = ["the", "cat", "sat", "[PAD]", "[PAD]"]
+PADS = [False, False, False, True, True]
+
+
+def padded_causal_weights() -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights of a 5-token row whose last two tokens are padding, under causal + padding masks.
+
+    Shape: both ``(5, 5)``; the second is the mask (True = may attend).
+    """
+    allowed = causal_mask(5)[0, 0] & ~torch.tensor(PADS)[None, :] & ~torch.tensor(PADS)[:, None]
+    scores = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
+    return weights, allowed
+
+
+def traces_by_name(figure) -> dict[str, np.ndarray]:
+    return {trace.name: decode_array(trace.z) for trace in figure.data if trace.type == "heatmap"}
+
+
+def test_every_cell_belongs_to_exactly_one_trace_so_hover_cannot_lie():
+    weights, allowed = padded_causal_weights()
+    figure = heatmap(weights, TOKENS, TOKENS, stage_range("weights", weights), allowed=allowed, pad_rows=PADS)
+    traces = traces_by_name(figure)
+    assert set(traces) == {"values", "masked", "padding row"}
+    covered = sum((~np.isnan(z)).astype(int) for z in traces.values())
+    assert np.all(covered == 1), "a cell is in no trace or in two (its hover could show the wrong one)"
+    # The value trace holds exactly the allowed cells, with their true weights.
+    values = traces["values"]
+    assert np.array_equal(~np.isnan(values), allowed.numpy())
+    assert np.allclose(values[allowed.numpy()], weights.numpy()[allowed.numpy()], atol=1e-7)
+    # The [PAD] query rows are the empty rows; other masked cells are plain masked.
+    assert np.array_equal(~np.isnan(traces["padding row"])[:, 0], np.array(PADS))
+    assert all(trace.hoverongaps is False for trace in figure.data)
+
+
+def test_hover_names_tokens_positions_value_and_why_a_cell_is_empty():
+    weights, allowed = padded_causal_weights()
+    figure = heatmap(weights, TOKENS, TOKENS, stage_range("weights", weights), allowed=allowed, pad_rows=PADS)
+    templates = {trace.name: trace.hovertemplate for trace in figure.data}
+    assert "query %{y}" in templates["values"] and "key %{x}" in templates["values"]
+    assert "weight %{z:.4f}" in templates["values"]
+    assert "masked" in templates["masked"] and "weight 0" in templates["masked"]
+    assert "[PAD] query row" in templates["padding row"]
+    assert list(figure.data[0].y[:2]) == ["0: the", "1: cat"], "rows are named with their positions"
+
+
+def test_padding_query_rows_left_open_say_so():
+    weights = torch.full((5, 5), 0.2)
+    figure = heatmap(weights, TOKENS, TOKENS, stage_range("weights", weights), allowed=None, pad_rows=PADS)
+    traces = {trace.name: trace for trace in figure.data}
+    assert set(traces) == {"values", "padding query"}
+    assert "[PAD] query row" in traces["padding query"].hovertemplate
+    assert np.array_equal(~np.isnan(decode_array(traces["padding query"].z))[:, 0], np.array(PADS))
+
+
+@pytest.mark.parametrize("scale, title", [("row", "weight ÷ row max"), ("log", "log₁₀ weight")])
+def test_row_and_log_scales_colour_differently_but_hover_shows_true_weights(scale, title):
+    weights, allowed = padded_causal_weights()
+    value_range = stage_range("weights", weights, scale=scale)
+    figure = heatmap(weights, TOKENS, TOKENS, value_range, allowed=allowed, pad_rows=PADS)
+    values = next(trace for trace in figure.data if trace.name == "values")
+    assert values.colorbar.title.text == title
+    assert "%{customdata:.4f}" in values.hovertemplate
+    truth = decode_array(values.customdata)
+    cells = allowed.numpy()
+    assert np.allclose(truth[cells], weights.numpy()[cells], atol=1e-7)
+    colours = decode_array(values.z)
+    if scale == "row":
+        real = [0, 1, 2]
+        assert np.allclose(np.nanmax(colours[real], axis=1), 1.0), "each row's largest weight is 1"
+    else:
+        assert np.allclose(colours[cells], np.log10(np.clip(weights.numpy()[cells], 10**LOG_FLOOR, None)))
+
+
+def test_scaled_keeps_blank_cells_blank_and_zero_rows_zero():
+    values = np.array([[0.5, 0.25, np.nan], [0.0, 0.0, 0.0]])
+    row = scaled(values, stage_range("weights", torch.zeros(1), scale="row"))
+    assert row[0, 0] == 1.0 and row[0, 1] == 0.5 and np.isnan(row[0, 2])
+    assert np.all(row[1] == 0.0)
+
+
+def test_fixed_scale_is_the_default_and_named_weight():
+    value_range = stage_range("weights", torch.zeros(1))
+    assert (value_range.zmin, value_range.zmax, value_range.colorbar_title) == (0.0, 1.0, "weight")
+
+
+def test_small_matrices_carry_their_values_and_row_sums():
+    weights, allowed = padded_causal_weights()
+    figure = heatmap(
+        weights, TOKENS, TOKENS, stage_range("weights", weights), allowed=allowed, pad_rows=PADS, width_px=600
+    )
+    values = next(trace for trace in figure.data if trace.name == "values")
+    assert values.texttemplate == "%{text}"
+    assert values.text[2][1] == f"{float(weights[2, 1]):.2f}"
+    assert values.text[0][3] == "", "masked cells carry no number"
+    sums = [a.text for a in figure.layout.annotations if a.text.startswith("Σ")]
+    assert sums == [f"Σ {float(s):.2f}" for s in weights.sum(-1)]
+
+
+def test_larger_matrices_carry_no_numbers():
+    length = ANNOTATE_MAX_TOKENS + 1
+    weights = torch.softmax(torch.randn(length, length), -1)
+    tokens = [f"t{i}" for i in range(length)]
+    figure = heatmap(weights, tokens, tokens, stage_range("weights", weights), width_px=1200)
+    assert all(trace.text is None for trace in figure.data)
+    assert not [a for a in figure.layout.annotations if a.text.startswith("Σ")]
+
+
+def test_step_through_outlines_the_current_row_in_every_panel():
+    weights = torch.softmax(torch.randn(4, 5, 5), -1)
+    figure = head_grid(weights, TOKENS, TOKENS, stage_range("weights", weights), columns=2, highlight_row=2)
+    shapes = [shape for shape in figure.layout.shapes if shape.type == "rect"]
+    assert len(shapes) == 4
+    assert all((shape.y0, shape.y1) == (1.5, 2.5) for shape in shapes)
+
+
+@pytest.mark.parametrize("width", [300, 520, 900, 1500])
+@pytest.mark.parametrize("length", [6, 30, 120])
+def test_cells_are_square_and_fill_the_width(width, length):
+    tokens = [f"tok{i}" for i in range(length)]
+    layout = frame(tokens, tokens, width, 12)
+    assert layout.panel_w == pytest.approx(layout.cell * length)
+    assert layout.panel_h == pytest.approx(layout.cell * length)
+    assert layout.width <= width
+    if layout.panel_h < 900 - 1:  # not capped by the height limit: the width is used up
+        assert layout.left + layout.right + layout.panel_w == pytest.approx(width, abs=1)
+
+
+@pytest.mark.parametrize("cell", [3.0, 9.0, 17.0, 30.0, 80.0])
+@pytest.mark.parametrize("font", [11, 19])
+def test_tick_labels_never_overlap(cell, font):
+    tokens = ["because", "a", "Ġtransformer", "猫", "[PAD]"] * 20
+    for axis in ("x", "y"):
+        ticks = ticks_for(tokens, cell, font, axis)
+        gaps = np.diff(ticks.positions) * cell
+        if axis == "y" or ticks.angle == -90:
+            assert np.all(gaps >= font * LINE_HEIGHT - 1e-6), f"{axis}: stacked labels closer than a line"
+        else:
+            widest = max(label_width(text, font) for text in ticks.text)
+            assert ticks.step == 1 and widest <= cell, "upright key labels wider than their cell"
+
+
+def test_mask_figure_hover_says_what_each_cell_means():
+    allowed = causal_mask(3)[0, 0]
+    figure = mask_figure(allowed, ["a", "b", "c"], title="")
+    trace = figure.data[0]
+    assert trace.text[0][1] == "masked (M = −∞)" and trace.text[1][0] == "may attend (M = 0)"
+
+
+def test_presentation_style_is_larger():
+    assert FigureStyle().presentation().font_size > FigureStyle().font_size
+    assert math.isclose(FigureStyle().tick_size, FigureStyle().font_size - 1)
