@@ -171,7 +171,7 @@ def frame(
         left = 8.0 + y_extent + axis_title_px
         free_w = width_px - left - right - (cols - 1) * gap_x
         cell = free_w / (cols * n_cols)
-        cell = max(1.0, min(cell, max_panel_px / n_rows))
+        cell = max(0.05, min(cell, max_panel_px / n_rows))  # long texts get cells under a pixel
         x_ticks = ticks_for(key_tokens, cell, font_px, "x", first_key)
         y_ticks = ticks_for(query_tokens, cell, font_px, "y", first_query)
         if (y_ticks.extent_px, x_ticks.extent_px) == (y_extent, x_extent):
