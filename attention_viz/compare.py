@@ -75,14 +75,18 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def with_shorter_text(texts: tuple[str, ...]) -> tuple[str, ...]:
-    """The texts, plus a shorter second text (the first half of the first text's words) if needed.
+def with_shorter_text(texts: tuple[str, ...], most: int = 4) -> tuple[str, ...]:
+    """The texts, plus a shorter one (the first half of the first text's words) if needed.
 
-    Texts that already differ in length are kept. A one-word text cannot be shortened, so a
-    two-word text is added instead (the first text is then the padded one).
+    Texts that already differ in length are kept as they are. Otherwise every text is kept and
+    the shorter one is added, in place of the last one if the batch would exceed ``most``. A
+    one-word text cannot be shortened, so a two-word text is added instead (the first text is
+    then the padded one).
 
     >>> with_shorter_text(("the cat sat on the mat",))
     ('the cat sat on the mat', 'the cat sat')
+    >>> with_shorter_text(("a b c d", "e f g h", "i j k l"))
+    ('a b c d', 'e f g h', 'i j k l', 'a b')
     """
     texts = tuple(text for text in texts if text.strip())
     if len(texts) >= 2 and len({len(text.split()) for text in texts}) > 1:
@@ -90,7 +94,8 @@ def with_shorter_text(texts: tuple[str, ...]) -> tuple[str, ...]:
     first = texts[0] if texts else "The cat sat on the mat because it was tired."
     words = first.split()
     shorter = " ".join(words[: max(1, len(words) // 2)]) if len(words) > 1 else "Hello there"
-    return (first, shorter)
+    kept = texts or (first,)
+    return (*kept[: max(1, most - 1)], shorter)
 
 
 def shortest_text(texts: tuple[str, ...]) -> int:

@@ -155,45 +155,72 @@ def to_npz(result: Capture) -> bytes:
     return buffer.getvalue()
 
 
+def _frame(result: Capture, layer: int, item: int, head: int) -> pd.DataFrame:
+    """The rows of one (layer, item, head): ``T × T`` of them, queries then keys."""
+    weights = result.layers[layer].weights[item, head]  # (T, T)
+    length = weights.shape[-1]
+    query, key = np.meshgrid(np.arange(length), np.arange(length), indexing="ij")  # each (T, T)
+    tokens = np.array(result.tokens[item], dtype=object)  # (T,)
+    return pd.DataFrame(
+        {
+            **_policy_columns(result),
+            "item": item,
+            "layer": layer,
+            "head": head,
+            "query": query.ravel(),
+            "key": key.ravel(),
+            "query_token": tokens[query.ravel()],
+            "key_token": tokens[key.ravel()],
+            "weight": weights.numpy().ravel(),
+        }
+    )
+
+
+def _frames(result: Capture):
+    """Every (layer, item, head) block of rows, in order: one block in memory at a time."""
+    for layer, captured in sorted(result.layers.items()):
+        batch, heads = captured.weights.shape[:2]
+        for item in range(batch):
+            for head in range(heads):
+                yield _frame(result, layer, item, head)
+
+
+# The app's CSV download is built in memory: beyond this many rows (about 90 MB of text) it
+# points to the NPZ or the command line, which writes a CSV to a file one head at a time.
+CSV_MAX_ROWS = 1_000_000
+CSV_BYTES_PER_ROW = 90  # a typical row with its settings columns, measured on smollm2 exports
+
+
+def csv_rows(result: Capture) -> int:
+    """How many data rows :func:`to_csv` writes: ``B × Σ_layers H × T × T``."""
+    return sum(captured.weights.numel() for captured in result.layers.values())
+
+
 def to_dataframe(result: Capture) -> pd.DataFrame:
     """Long format: one row per (item, layer, head, query, key).
 
     Columns: ``model``, ``causal``, ``padding_mask``, ``window`` (0 = no window),
     ``padding_side``, ``max_length`` (0 = padded to the longest text) repeat the capture's
     settings on every row; then ``item``, ``layer``, ``head``, ``query``, ``key``,
-    ``query_token``, ``key_token``, ``weight``.
+    ``query_token``, ``key_token``, ``weight``. Rows are ordered by layer, item, head, query, key.
 
     Shape: ``B × Σ_layers H × T × T`` rows.
     """
-    settings = _policy_columns(result)
-    tokens = np.array(result.tokens, dtype=object)  # (B, T)
-    frames = []
-    for layer, captured in sorted(result.layers.items()):
-        batch, heads, length, _ = captured.weights.shape
-        item, head, query, key = np.meshgrid(
-            np.arange(batch), np.arange(heads), np.arange(length), np.arange(length), indexing="ij"
-        )  # each (B, H, T, T), raveled in the same order as the weights
-        frames.append(
-            pd.DataFrame(
-                {
-                    **settings,
-                    "item": item.ravel(),
-                    "layer": layer,
-                    "head": head.ravel(),
-                    "query": query.ravel(),
-                    "key": key.ravel(),
-                    "query_token": tokens[item.ravel(), query.ravel()],
-                    "key_token": tokens[item.ravel(), key.ravel()],
-                    "weight": captured.weights.numpy().ravel(),
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(list(_frames(result)), ignore_index=True)
+
+
+def write_csv(result: Capture, handle) -> None:
+    """Write :func:`to_dataframe`'s rows as CSV to a text ``handle``, one head at a time, so that
+    memory holds one head's rows, not the whole table."""
+    for index, frame in enumerate(_frames(result)):
+        frame.to_csv(handle, index=False, header=index == 0)
 
 
 def to_csv(result: Capture) -> str:
     """:func:`to_dataframe` as CSV text (``causal`` and ``padding_mask`` read ``True``/``False``)."""
-    return to_dataframe(result).to_csv(index=False)
+    buffer = io.StringIO()
+    write_csv(result, buffer)
+    return buffer.getvalue()
 
 
 def statistics_csv(result: Capture) -> str:
@@ -217,6 +244,6 @@ def write(result: Capture, path: str) -> None:
             handle.write(to_npz(result))
     elif suffix == ".csv":
         with open(path, "w", encoding="utf-8", newline="") as handle:
-            handle.write(to_csv(result))
+            write_csv(result, handle)
     else:
         raise ValueError(f"Unknown output format {suffix or path!r}: use .json, .npz or .csv.")

@@ -215,6 +215,8 @@ class LoadResult:
     reports: list[SessionReport]
     peak_rss_mb: float
     baseline_rss_mb: float
+    after_rss_mb: float  # after the sessions closed and the server had ``settle_s`` to clean up
+    settle_s: float
     seconds: float
     server_cpu_s: float  # CPU time the server used while the sessions ran (both cores together)
 
@@ -243,7 +245,10 @@ class LoadResult:
             ("toggle latency p95", f"{self.percentile(0.95):.2f} s"),
             ("toggle latency max", f"{max(self.latencies, default=float('nan')):.2f} s"),
             ("mean of toggles", f"{statistics.fmean(self.latencies):.2f} s" if self.latencies else "n/a"),
-            ("server RSS before / peak", f"{self.baseline_rss_mb:,.0f} MB / {self.peak_rss_mb:,.0f} MB"),
+            (
+                f"server RSS before / peak / {self.settle_s:.0f} s after the sessions closed",
+                f"{self.baseline_rss_mb:,.0f} MB / {self.peak_rss_mb:,.0f} MB / {self.after_rss_mb:,.0f} MB",
+            ),
             (
                 "server CPU time, all sessions / per session",
                 f"{self.server_cpu_s:.0f} s / {self.server_cpu_s / self.sessions:.1f} s",
@@ -263,8 +268,14 @@ def run_in_own_loop(coroutine):
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def run_load_test(sessions: int) -> LoadResult:
-    """Start a server, warm the model, drive ``sessions`` browser sessions at once, stop the server."""
+# Streamlit keeps a disconnected session for server.disconnectedSessionTTL (120 s by default, so a
+# student whose wifi drops gets the same session back), then frees it: wait a little longer.
+SETTLE_SECONDS = 180
+
+
+def run_load_test(sessions: int, settle_s: float = SETTLE_SECONDS) -> LoadResult:
+    """Start a server, warm the model, drive ``sessions`` browser sessions at once, close them,
+    wait ``settle_s`` for the server to free what they held, and stop the server."""
     with streamlit_server() as server:
         # One warm-up session loads (and, on a cold cache, converts) the shared model first.
         run_in_own_loop(drive(server.url, 1))
@@ -274,12 +285,16 @@ def run_load_test(sessions: int) -> LoadResult:
         cpu_before = sum(process.cpu_times()[:2])
         sampler.start()
         start = time.perf_counter()
-        reports = run_in_own_loop(drive(server.url, sessions))
+        reports = run_in_own_loop(drive(server.url, sessions))  # every browser is closed on return
         seconds = time.perf_counter() - start
         cpu = sum(process.cpu_times()[:2]) - cpu_before
         sampler.stopped.set()
         sampler.join()
-    return LoadResult(sessions, list(reports), sampler.peak / 2**20, baseline / 2**20, seconds, cpu)
+        time.sleep(settle_s)
+        after = process.memory_info().rss
+    return LoadResult(
+        sessions, list(reports), sampler.peak / 2**20, baseline / 2**20, after / 2**20, settle_s, seconds, cpu
+    )
 
 
 def main() -> None:
@@ -313,7 +328,9 @@ def main() -> None:
             "(page load, three toggles, one text edit), so the whole class costs the server "
             f"{result.server_cpu_s / 2:.0f} s of its 2 cores.\n"
             "- Server RSS is the resident memory of the `streamlit` process tree, sampled every 50 ms; "
-            "before = after one warm-up session loaded the model.\n"
+            "before = after one warm-up session loaded the model; after = once every browser had closed "
+            f"and {SETTLE_SECONDS} s had passed (Streamlit frees a disconnected session after "
+            "`server.disconnectedSessionTTL`, 120 s, so that a student whose wifi drops gets it back).\n"
             f"- Load average when the run ended: {load:.2f}."
         )
         publish("classroom-load", body)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 from attention_viz.attention import STAGES
@@ -10,12 +12,16 @@ from attention_viz.policy import MaskPolicy
 from attention_viz.toy import tokenize
 from ui import cache
 from ui.chrome import display_settings
+from ui.controls import move_row, numbered
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 from ui.viewport import column_widths
 
 DEFAULT_TEXT = "the cat sat on the mat\nthe dog barked"
 MAX_SEQUENCE_LENGTH = 64
+# One request stays small (at most 8 × 8 heads × 64 × 64 per stage, about 4 MB): the box keeps
+# every line, the batch takes the first ones and says so.
+MAX_SENTENCES = 8
 HEAD_CHOICES = (1, 2, 4, 8)
 WIDTH_CHOICES = (16, 32, 64, 128)
 STAGE_LABELS = {
@@ -60,6 +66,12 @@ st.text_area(
     height=90 if not presentation else 70,
 )
 sentences = tuple(line.strip() for line in st.session_state["pg_text"].splitlines() if line.strip())
+if len(sentences) > MAX_SENTENCES:
+    st.info(
+        f"{len(sentences):,} lines were given; the first {MAX_SENTENCES} are used "
+        f"(the Playground shows one sentence of a batch of at most {MAX_SENTENCES})."
+    )
+    sentences = sentences[:MAX_SENTENCES]
 if not sentences:
     st.warning("Type at least one sentence to see its attention.")
     st.stop()
@@ -87,7 +99,7 @@ shown_row = st.columns([2, 1, 1])
 shown_row[0].selectbox(
     "Sentence shown",
     range(len(sentences)),
-    format_func=lambda index: f"{index}: {sentences[index][:40]}",
+    format_func=partial(numbered, [sentence[:40] for sentence in sentences]),
     key="pg_item",
 )
 shown_row[1].radio(
@@ -130,10 +142,6 @@ value_range = stage_range(stage, matrices, style.palette)
 is_output = stage == "output"
 
 
-def step(delta: int) -> None:
-    st.session_state["pg_step"] = min(max(0, (st.session_state.get("pg_step") or 0) + delta), length - 1)
-
-
 stepping = st.toggle(
     "Step through the rows",
     key="pg_stepping",
@@ -145,12 +153,25 @@ if stepping:
     row = st.session_state["pg_step"]
     revealed = row + 1
     buttons = st.columns([2, 1.7, 4] if presentation else [1.3, 1.1, 5], vertical_alignment="center")
-    buttons[0].button("◀ Previous row", on_click=step, args=(-1,), disabled=row == 0, key="pg_prev")
-    buttons[1].button("Next row ▶", on_click=step, args=(1,), disabled=row >= length - 1, key="pg_next")
+    buttons[0].button(
+        "◀ Previous row",
+        on_click=move_row,
+        args=("pg_step", -1, length - 1),
+        disabled=row == 0,
+        key="pg_prev",
+    )
+    buttons[1].button(
+        "Next row ▶",
+        on_click=move_row,
+        args=("pg_step", 1, length - 1),
+        disabled=row >= length - 1,
+        key="pg_next",
+    )
     visible = [f"{key}: {tokens[key]}" for key in range(length) if bool(result.mask[item, 0, row, key])]
     buttons[2].markdown(
         f"**Query {row} “{escape_markdown(tokens[row])}”** may attend to "
-        # Escaped plain text, not code spans: inside backticks markdown shows the escapes themselves.
+        # Escaped plain text: toy tokens are words or single punctuation marks, which no
+        # autolink can be made of (a token such as "www" and the "." after it are separate).
         + (", ".join(escape_markdown(v) for v in visible) if visible else "nothing (an empty row)")
     )
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
 from attention_viz.capture import parity_delta
-from attention_viz.export import export_stem, statistics_csv, to_csv, to_npz
+from attention_viz.export import (
+    CSV_BYTES_PER_ROW,
+    CSV_MAX_ROWS,
+    csv_rows,
+    export_stem,
+)
 from attention_viz.figures import (
     SINGLE_HOVER_CELL_LIMIT,
     downsample_factor,
@@ -17,12 +24,11 @@ from attention_viz.figures import (
     stage_range,
     stage_shows_mask,
 )
-from attention_viz.render import layer_figure, standalone_html
 from attention_viz.rollout import attention_rollout
 from attention_viz.scales import SCALES
-from ui import cache
+from ui import cache, downloads
 from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
-from ui.controls import model_and_texts, model_params, page_masks, scale_picker, zoom_ranges
+from ui.controls import model_and_texts, model_params, numbered, page_masks, scale_picker, zoom_ranges
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 from ui.viewport import column_widths
@@ -280,7 +286,7 @@ if effect is not None and effect.kl is not None:
             "Position",
             options=real_positions,
             value=real_positions[-1],
-            format_func=lambda i: f"{i}: {tokens[i]}",
+            format_func=partial(numbered, tokens),
             key="ex_position",
         )
         metrics = st.columns(3)
@@ -307,26 +313,31 @@ if not presentation:
         # on_click="ignore": a click must not rerun the script. A rerun re-registers every deferred
         # file under a new id and, when it ends, drops the old ones, so on a busy server the click's
         # own file request could arrive after its id was gone and no download would start.
+        # The buttons hold the request, not the capture (see ui/downloads.py): an open tab must
+        # not keep ~300 MB alive for a file it may never download.
+        request = (model_name, texts, (layer,), policy)
         stem = export_stem(model_name, sorted(result.layers), result.policy)
+        rows = csv_rows(result)
         columns = st.columns(4)
         columns[0].download_button(
             "Weights (CSV)",
-            lambda: to_csv(result),
+            partial(downloads.weights_csv, *request),
             f"{stem}.csv",
             "text/csv",
             key="ex_dl_csv",
             on_click="ignore",
+            disabled=rows > CSV_MAX_ROWS,
         )
         columns[1].download_button(
             "Weights (NPZ)",
-            lambda: to_npz(result),
+            partial(downloads.weights_npz, *request),
             f"{stem}.npz",
             key="ex_dl_npz",
             on_click="ignore",
         )
         columns[2].download_button(
             "Head statistics (CSV)",
-            lambda: statistics_csv(result),
+            partial(downloads.head_statistics_csv, *request),
             f"{stem}-heads.csv",
             "text/csv",
             key="ex_dl_stats",
@@ -334,10 +345,17 @@ if not presentation:
         )
         columns[3].download_button(
             "Figure (HTML, works offline)",
-            lambda: standalone_html(layer_figure(result, layer, item, style)),
+            partial(downloads.layer_html, *request, item, style),
             f"{export_stem(model_name, [layer], result.policy, item=item)}.html",
             "text/html",
             key="ex_dl_html",
             on_click="ignore",
         )
+        if rows > CSV_MAX_ROWS:
+            st.caption(
+                f"The weights CSV would have {rows:,} rows (over {CSV_MAX_ROWS:,}, about "
+                f"{rows * CSV_BYTES_PER_ROW // 2**20:,} MB): download the NPZ instead (the same numbers, "
+                "compressed), or write the CSV on your own machine with the command line: "
+                "`python -m attention_viz capture --help`."
+            )
         st.caption("Every chart's camera icon also saves a PNG.")

@@ -11,7 +11,7 @@ from attention_viz.gallery import TYPICAL, selected_heads, thumbnail_figure, thu
 from attention_viz.stats import STAT_COLUMNS
 from ui import cache
 from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
-from ui.controls import model_and_texts, model_params, page_masks
+from ui.controls import model_and_texts, model_params, page_masks, set_value
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 from ui.viewport import column_widths
@@ -55,10 +55,6 @@ def explorer_query(layer: int, head: int) -> dict[str, str]:
     return {**query, "layer": str(layer), "head": str(head)}
 
 
-def choose_kind(kind: str) -> None:
-    st.session_state["hg_kind"] = kind
-
-
 ensure_app_navigation()
 notes = restore(PAGE, PARAMS)
 style, presentation = display_settings()
@@ -92,8 +88,8 @@ for column, (kind, spec) in zip(buttons, TYPICAL.items(), strict=True):
     column.button(
         spec.label,
         key=f"hg_pick_{kind}",
-        on_click=choose_kind,
-        args=(kind,),
+        on_click=set_value,
+        args=("hg_kind", kind),
         help=spec.explanation,
         type="primary" if st.session_state["hg_kind"] == kind else "secondary",
         width="stretch",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from attention_viz.compare import PRESETS, compare_head, effect_table, shortest_text, with_shorter_text
+from attention_viz.compare import PRESETS, compare_head, effect_table
 from attention_viz.figures import difference_figure, heatmap, stage_range
 from attention_viz.loading import BUNDLED, DEFAULT_MODEL
 from attention_viz.policy import MaskPolicy
-from ui import cache
+from ui import cache, presets
 from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
 from ui.controls import (
     CAUSAL_HELP,
@@ -16,7 +16,6 @@ from ui.controls import (
     follow_length,
     mask_switches,
     model_and_texts,
-    texts_of,
     window_input,
 )
 from ui.routing import ensure_app_navigation
@@ -25,7 +24,7 @@ from ui.viewport import column_widths
 
 PAGE = "compare"
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
-SIDES = ("a", "b")
+SIDES = presets.SIDES
 PARAMS = [
     Param("cmp_model", "model", DEFAULT_MODEL, "choice", choices=tuple(BUNDLED)),
     Param("cmp_text", "text", DEFAULT_TEXT),
@@ -47,21 +46,6 @@ PARAMS = [
 ]
 
 
-def apply_preset(name: str) -> None:
-    """Button callback: set both sides (and, for padding, a second shorter text) before the rerun."""
-    preset = PRESETS[name]
-    decoder = BUNDLED[st.session_state["cmp_model"]].decoder
-    for side, choice in zip(SIDES, (preset.a, preset.b), strict=True):
-        st.session_state[f"cmp_{side}_causal"] = decoder if choice.causal is None else choice.causal
-        st.session_state[f"cmp_{side}_padding"] = choice.padding_mask
-        st.session_state[f"cmp_{side}_window"] = choice.window
-    st.session_state["cmp_side"] = preset.padding_side
-    if preset.needs_padding:
-        texts = with_shorter_text(texts_of(st.session_state["cmp_text"]))
-        st.session_state["cmp_text"] = "\n".join(texts)
-        st.session_state["cmp_item"] = shortest_text(texts)
-
-
 ensure_app_navigation()
 notes = restore(PAGE, PARAMS)
 style, presentation = display_settings()
@@ -78,11 +62,21 @@ for column, (name, preset) in zip(examples[1:], PRESETS.items(), strict=False):
     column.button(
         preset.label,
         key=f"cmp_preset_{name}",
-        on_click=apply_preset,
+        on_click=presets.apply_preset,
         args=(name,),
         width="stretch",
     )
 
+if st.session_state.get("cmp_text_before_preset") is not None:
+    typed = st.session_state["cmp_text_before_preset"]
+    note, undo = st.columns([4, 1], vertical_alignment="center")
+    note.info(
+        "The example replaced your text with texts of different lengths (to show padding). "
+        f"Your text ({len(typed.splitlines())} line(s)) is kept: put it back with the button."
+    )
+    undo.button(
+        "Restore my text", key="cmp_restore_text", on_click=presets.restore_typed_text, width="stretch"
+    )
 model_name, loaded, texts = model_and_texts("cmp", height=80 if not presentation else 100)
 if not texts:
     st.warning("Type a sentence to compare its attention under two policies.")

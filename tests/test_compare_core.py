@@ -16,7 +16,8 @@ TEXT = "The cat sat on the mat because it was tired."
     ("texts", "expected"),
     [
         ((TEXT,), (TEXT, "The cat sat on the")),
-        (("a b", "c d"), ("a b", "a")),  # same length: the second is replaced by a shorter one
+        (("a b", "c d"), ("a b", "c d", "a")),  # same length: a shorter one is added, nothing typed is lost
+        (("a b", "c d", "e f", "g h"), ("a b", "c d", "e f", "a")),  # a full batch: the last gives way
         (("a b c", "d"), ("a b c", "d")),  # already different: kept
         (("word",), ("word", "Hello there")),
     ],

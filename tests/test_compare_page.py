@@ -99,3 +99,18 @@ def test_each_side_has_its_own_live_toggles(app):
         assert not app.exception
         b = values(app, "cmp_b_chart")
         assert bool(b[np.ix_(real, pads)].sum() > 0) == (not padding)
+
+
+def test_a_preset_that_replaces_the_text_offers_it_back():
+    app = run_page("5_compare.py")
+    typed = "one two three\nfour five six\nseven eight nine"
+    app.text_area(key="cmp_text").set_value(typed).run()
+    app.button(key="cmp_preset_padding").click().run()
+    assert not app.exception
+    shown = app.session_state["cmp_text"]
+    assert shown != typed and all(line in shown.splitlines() for line in typed.splitlines())
+    assert any("Your text" in info.value for info in app.info)
+    app.button(key="cmp_restore_text").click().run()
+    assert not app.exception
+    assert app.session_state["cmp_text"] == typed
+    assert not [button for button in app.button if button.key == "cmp_restore_text"]

@@ -16,9 +16,10 @@ from attention_viz.playground import PlaygroundResult, run_playground
 from attention_viz.policy import MaskPolicy
 from attention_viz.stats import head_statistics
 
-# Toy results are tiny; a real capture can reach the memory budget (ATTNVIZ_MEMORY_BUDGET_MB)
-# at 2048 tokens, so keep few of them: the cache holds at most entries × budget.
-PLAYGROUND_CACHE_ENTRIES = 256
+# A Playground result is at most about 4 MB (8 sentences, 8 heads, 64 tokens, four stages), so
+# these entries hold at most about 256 MB; a real capture can reach the memory budget
+# (ATTNVIZ_MEMORY_BUDGET_MB) at 2048 tokens, so keep few of them: at most entries × budget.
+PLAYGROUND_CACHE_ENTRIES = 64
 CAPTURE_CACHE_ENTRIES = 8
 RESULT_TTL_SECONDS = 3600
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import TypeVar
 
 import streamlit as st
 
 from attention_viz.errors import UserFacingError
-from attention_viz.figures import PALETTES, FigureStyle, escape_markdown
+from attention_viz.figures import PALETTES, FigureStyle
 from attention_viz.loading import BUNDLED, LoadedModel, needs_conversion
 from ui import cache
 from ui.viewport import measure
@@ -89,7 +90,7 @@ def show_table(frame, presentation: bool, key: str, **dataframe_options) -> None
         shown = frame.copy()
         for column in shown.columns:
             if shown[column].dtype == object:
-                shown[column] = shown[column].map(lambda value: escape_markdown(str(value)))
+                shown[column] = shown[column].map(lambda value: literal(str(value)))
         st.table(shown, hide_index=dataframe_options.get("hide_index", False))
     else:
         st.dataframe(frame, key=key, **dataframe_options)
@@ -135,9 +136,22 @@ def run_or_stop(task: Callable[[], T], message: str = "Running the model…") ->
         raise
 
 
+def literal(text: str) -> str:
+    """Markdown that shows ``text`` exactly as typed, as a code span: nothing renders inside one
+    (no link, autolink, e-mail address, image, HTML, emphasis or math). Escaping is not enough:
+    Streamlit's markdown turns ``www.example.com`` or ``a@b.c`` into links even when escaped.
+
+    The fence is longer than any run of backticks in the text; the spaces inside it are the
+    ones markdown strips from a code span.
+    """
+    text = " ".join(text.splitlines())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
+
+
 def cut_notes(texts: tuple[str, ...] | list[str], truncated: list[int]) -> None:
     """Say which texts lost tokens to the sequence length (the text is shown literally)."""
     for text, cut in zip(texts, truncated, strict=True):
         if cut:
-            shown = escape_markdown(text[:40]) + ("…" if len(text) > 40 else "")
-            st.info(f"{cut} token(s) of “{shown}” were cut by the sequence length.")
+            shown = literal(text[:40] + ("…" if len(text) > 40 else ""))
+            st.info(f"{cut} token(s) of {shown} were cut by the sequence length.")

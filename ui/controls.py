@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import streamlit as st
 
 from attention_viz.loading import BUNDLED, DEFAULT_MODEL, LoadedModel
@@ -26,6 +28,24 @@ def model_params(prefix: str, default_text: str) -> list[Param]:
         Param(f"{prefix}_length", "length", None, "int", low=1, high=8192),
         Param(f"{prefix}_window", "window", 0, "int", low=0, high=MAX_WINDOW),
     ]
+
+
+def numbered(labels: Sequence[str], index: int) -> str:
+    """``"3: cat"``: an option label with its zero-based position. Bind ``labels`` with
+    ``functools.partial``: a lambda written in a page would keep the page's namespace (and its
+    captures) alive for as long as the widget remembers its ``format_func``."""
+    return f"{index}: {labels[index]}"
+
+
+def set_value(key: str, value: object) -> None:
+    """Button callback: put ``value`` into ``st.session_state[key]`` (module-level for the same
+    reason as :func:`numbered`)."""
+    st.session_state[key] = value
+
+
+def move_row(key: str, delta: int, last: int) -> None:
+    """Button callback: move the zero-based row in ``st.session_state[key]`` by ``delta`` within 0..last."""
+    st.session_state[key] = min(max(0, (st.session_state.get(key) or 0) + delta), last)
 
 
 def texts_of(raw: str) -> tuple[str, ...]:

@@ -175,3 +175,34 @@ def test_the_watch_sees_leaks_errors_and_dialogs(streamlit_server, browser_page)
     # Provoked on purpose, checked above: clear them so teardown passes.
     for found in (browser_page.external_requests, browser_page.dialogs, browser_page.console):
         found.clear()
+
+
+_NOTE_LINKS_JS = """
+() => Array.from(document.querySelectorAll('[data-testid="stAlert"] a, [data-testid="stAlert"] img'))
+    .map((element) => element.outerHTML)
+"""
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        # A link parameter's name that is markdown for an image with a link.
+        "?" + quote("![x](http://attnviz-e2e.invalid/y.png)", safe="!") + "=3",
+        # Text that autolinks in markdown even when escaped, quoted by the "tokens were cut" note.
+        "?"
+        + urlencode(
+            {"text": "see www.attnviz-e2e.invalid or ask a@attnviz-e2e.invalid now please", "length": 3}
+        ),
+    ],
+)
+def test_notes_that_quote_user_input_carry_no_links(streamlit_server, browser_page, query):
+    """Every note that quotes what a user typed or linked shows it as literal text: no link,
+    autolink, e-mail link or image, so nothing in a note sends a class to another host."""
+    page = browser_page.page
+    page.goto(streamlit_server + "/model_explorer" + query)
+    wait_for_app(page, plots=3, timeout_ms=RUN_MS)
+    notes = page.get_by_test_id("stAlert")
+    assert notes.count() >= 1, "the note quoting the input is missing"
+    assert page.evaluate(_NOTE_LINKS_JS) == [], "a note renders user input as a link or image"
+    text = " ".join(notes.all_inner_texts())
+    assert "attnviz-e2e.invalid" in text, "the note no longer quotes the input as typed"
