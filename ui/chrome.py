@@ -38,7 +38,9 @@ PRESENTATION_CSS = (
     ' .stApp [data-testid="stSliderThumbValue"], .stApp [data-testid="stSliderThumbValue"] *,'
     ' .stApp [data-testid="stSliderTickBar"] * {font-size: 1rem !important;}'
     " .stApp .katex {font-size: 1.9rem !important;}"
-    ' .stApp [data-testid="stMetricValue"] {font-size: 3rem !important;}'
+    # The value's own <p> must be named: `.stApp p` above would otherwise keep it small.
+    ' .stApp [data-testid="stMetricValue"], .stApp [data-testid="stMetricValue"] p,'
+    ' .stApp [data-testid="stMetricValue"] div {font-size: 3rem !important;}'
     ' .stApp [data-testid="stMetricLabel"] p {font-size: 1.3rem !important;}'
     ' .stApp [data-testid="stTable"] td, .stApp [data-testid="stTable"] th {font-size: 1.3rem !important;}'
     " .stApp button p {font-size: 1.3rem !important; white-space: nowrap;}"
