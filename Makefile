@@ -6,6 +6,10 @@ PYTHON  := $(VENV)/bin/python
 PORT    ?= 8501
 ADDRESS ?= localhost
 
+# Large tensors are allocated with mmap and go back to the system when freed (glibc would keep
+# them in its heap): a classroom server's memory returns after a request (attention_viz/settings.py).
+export MALLOC_MMAP_THRESHOLD_ ?= 1048576
+
 # Models come from installed packages: never wait on a model hub that cannot be reached.
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1

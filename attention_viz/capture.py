@@ -7,38 +7,60 @@ of a decoder really lets every layer see the future, and downstream layers feel 
 
 from __future__ import annotations
 
+import reprlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
 
-from attention_viz.effect import OutputEffect, measure_effect
+from attention_viz.effect import POSITIONS_PER_CHUNK, OutputEffect, measure_effect
 from attention_viz.errors import UserFacingError
 from attention_viz.hooks import AllLayersRecorded, LayerRecord, recording
 from attention_viz.loading import LoadedModel
 from attention_viz.masks import to_additive
-from attention_viz.policy import MaskPolicy
+from attention_viz.policy import MaskPolicy, check_flag, check_whole_number
 from attention_viz.settings import load_settings
 from attention_viz.tokens import display_tokens
 
 __all__ = [
+    "BudgetRefusal",
     "Capture",
     "LayerCapture",
+    "MemoryEstimate",
+    "OverBudget",
     "capture",
+    "check_budget",
     "default_policy",
     "effect_of",
     "encode",
     "effect_bytes",
     "estimate_bytes",
+    "memory_estimate",
     "parity_delta",
 ]
 
-# While a layer is captured the reference holds three (B, H, T, T) float32 matrices at once
-# (scores, masked scores, weights); the capture then keeps two (scores, weights).
+# What one request allocates, counted in tensors of the shapes named (see memory_estimate).
+# A captured layer's record holds three (B, H, T, T) float32 matrices (scores, masked scores,
+# weights) until the capture returns, which then keeps two (scores, weights).
 STAGES_KEPT = 3
-BYTES_PER_VALUE = 4
+BYTES_PER_VALUE = 4  # float32
+# ... and three (B, H, T, d): the query, the key expanded to every query head, and the output.
+RECORD_VECTORS = 3
+# The parity check (hooks.model_parity) holds the eager weights, then their difference from ours
+# and its absolute value, at once: three more (B, H, T, T) on the layer being recorded.
+PARITY_MATRICES = 3
+# The boolean (B, 1, T, T) mask, and its negation while the reference fills masked scores.
+MASK_COPIES = 2
+# The widest moment of the model's own layer is its MLP: gate, up and their product are
+# (B, T, intermediate) at once, beside the residual stream, its norm, the MLP input and output (B, T, D).
+MLP_TENSORS = 3
+RESIDUAL_TENSORS = 4
 # The output effect compares two outputs (the policy's and the default's), kept whole; its
-# log-softmax and KL run a chunk of positions at a time (attention_viz.effect).
+# log-softmax and KL run a chunk of positions at a time (attention_viz.effect): two
+# log-probabilities, their difference, one exponent and the product, (B, chunk, V) each, and a
+# contiguous copy of the sliced logits.
 EFFECT_OUTPUTS = 2
+EFFECT_CHUNK_TENSORS = 6
 
 
 @dataclass(frozen=True)
@@ -195,48 +217,209 @@ def position_ids_for(attention_mask: torch.Tensor, policy: MaskPolicy, decoder: 
 
 
 def estimate_bytes(layers: int, heads: int, length: int, batch: int) -> int:
-    """Memory a capture keeps: layers × heads × T² × batch × 3 stages × 4 bytes."""
+    """The attention matrices captured layers keep: layers × heads × T² × batch × 3 stages × 4 bytes.
+
+    Only one term of what a capture allocates; :func:`memory_estimate` has them all.
+    """
     return layers * heads * length * length * batch * STAGES_KEPT * BYTES_PER_VALUE
 
 
 def effect_bytes(model: LoadedModel, length: int, batch: int) -> int:
     """Memory the output effect holds: the two outputs it compares (a decoder's logits are
-    batch × T × vocabulary: 400 MB for one 2048-token text of SmolLM2)."""
-    width = model.model.config.vocab_size if model.decoder else model.model.config.hidden_size
-    return EFFECT_OUTPUTS * batch * length * width * BYTES_PER_VALUE
+    batch × T × vocabulary: 400 MB for one 2048-token text of SmolLM2), and the log-probabilities
+    of one chunk of positions it works on at a time.
+    """
+    config = model.model.config
+    if not model.decoder:
+        return EFFECT_OUTPUTS * batch * length * config.hidden_size * BYTES_PER_VALUE
+    chunk = min(length, POSITIONS_PER_CHUNK)
+    per_position = batch * config.vocab_size * BYTES_PER_VALUE  # one (B, 1, V) slice
+    return EFFECT_OUTPUTS * length * per_position + EFFECT_CHUNK_TENSORS * chunk * per_position
 
 
-def check_budget(model: LoadedModel, layers: int, length: int, batch: int, effect: bool = False) -> None:
-    """Refuse a request bigger than the host's limits (texts per batch, memory), saying what would fit."""
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What one request allocates at its peak, beyond the loaded model, term by term (bytes).
+
+    The parity check runs inside the forward and is freed before the outputs exist, so the peak
+    (:attr:`total`) counts the larger of the two, not both.
+
+    Attributes:
+        attention: per captured layer, what its record keeps until the capture returns: scores,
+            masked scores and weights ``(B, H, T, T)``; query, expanded key and output ``(B, H, T, d)``.
+        parity: the parity check on the layer being recorded: the model's eager weights, their
+            difference from ours and its absolute value ``(B, H, T, T)``; the additive mask
+            ``(B, 1, T, T)`` float. Zero if no layer is captured.
+        masks: the boolean mask ``(B, 1, T, T)`` and its negation.
+        activations: the model's own forward at its widest point (the MLP: gate, up and their
+            product ``(B, T, I)``; the residual stream, its norm, the MLP input and output ``(B, T, D)``).
+        outputs: the outputs the output comparison holds (:func:`effect_bytes`); zero without it.
+    """
+
+    attention: int
+    parity: int
+    masks: int
+    activations: int
+    outputs: int
+
+    @property
+    def total(self) -> int:
+        return self.attention + self.masks + self.activations + max(self.parity, self.outputs)
+
+
+def memory_estimate(
+    model: LoadedModel, layers: int, length: int, batch: int, effect: bool = False
+) -> MemoryEstimate:
+    """The memory a capture of ``layers`` layers of ``batch`` texts of ``length`` tokens needs.
+
+    Derived from the model's config (hidden and MLP width, heads, vocabulary); every tensor is
+    float32 (``BYTES_PER_VALUE``) except the boolean mask (one byte a value).
+    """
+    config = model.model.config
+    heads, width = model.num_heads, config.hidden_size
+    head_dim = getattr(config, "head_dim", None) or width // heads
+    matrix = batch * heads * length * length * BYTES_PER_VALUE  # one (B, H, T, T) stage
+    vectors = batch * heads * length * head_dim * BYTES_PER_VALUE  # one (B, H, T, d) tensor
+    square = batch * length * length  # one (B, 1, T, T) boolean mask
+    return MemoryEstimate(
+        attention=layers * (STAGES_KEPT * matrix + RECORD_VECTORS * vectors),
+        parity=(PARITY_MATRICES * matrix + square * BYTES_PER_VALUE) if layers else 0,
+        masks=MASK_COPIES * square,
+        activations=batch * length * BYTES_PER_VALUE * (
+            MLP_TENSORS * config.intermediate_size + RESIDUAL_TENSORS * width
+        ),
+        outputs=effect_bytes(model, length, batch) if effect else 0,
+    )
+
+
+@dataclass(frozen=True)
+class BudgetRefusal:
+    """Why a request is over the memory budget and what would fit, so a page can word its advice.
+
+    Attributes:
+        needed: the estimate of the request. budget_bytes: the host's budget.
+        layers, length, batch, effect: the request (captured layers, tokens per text, texts,
+            output comparison on).
+        heads: the model's attention heads (for the message).
+        max_layers: most layers that fit at this length and batch (0: none).
+        max_length: longest sequence that fits with these layers and texts (0: none).
+        max_batch: most texts that fit at this length with these layers (0: none).
+        fits_without_effect: the request fits once the output comparison is off.
+    """
+
+    needed: MemoryEstimate
+    budget_bytes: int
+    layers: int
+    length: int
+    batch: int
+    effect: bool
+    heads: int
+    max_layers: int
+    max_length: int
+    max_batch: int
+    fits_without_effect: bool
+
+    def advice(self, can_choose_layers: bool = True) -> str:
+        """What the person can change, most useful first; layers only where they can pick them."""
+        options = []
+        if self.effect and self.fits_without_effect:
+            options.append("turn off the output comparison")
+        if can_choose_layers and 0 < self.max_layers < self.layers:
+            options.append(f"capture at most {self.max_layers} layer(s) at this length")
+        if self.max_length:
+            options.append(f"use at most {self.max_length:,} tokens per text")
+        if 0 < self.max_batch < self.batch:
+            options.append(f"give at most {self.max_batch} text(s) at this length")
+        return ", or ".join(options) or "use a shorter sequence or fewer texts"
+
+    def message(self, can_choose_layers: bool = True) -> str:
+        """The whole refusal: how much is needed for what, the budget, and :meth:`advice`."""
+        parts = []
+        if self.layers:
+            plural = "s" if self.layers != 1 else ""
+            parts.append(
+                f"attention matrices for {self.layers} layer{plural} × {self.heads} heads × "
+                f"{self.length:,}² tokens × {self.batch} text(s)"
+            )
+        if self.effect:
+            parts.append(f"{self.needed.outputs / 2**20:,.0f} MB of model outputs to compare")
+        if not parts:
+            parts.append("the mask and the model's activations")
+        return (
+            f"This request needs about {self.needed.total / 2**20:,.0f} MB at its peak ({' and '.join(parts)}), "
+            f"over this server's budget of {self.budget_bytes // 2**20:,} MB (ATTNVIZ_MEMORY_BUDGET_MB): "
+            f"{self.advice(can_choose_layers)}."
+        )
+
+
+class OverBudget(UserFacingError):
+    """A request over the memory budget; ``refusal`` says by how much and what would fit."""
+
+    def __init__(self, refusal: BudgetRefusal, can_choose_layers: bool = True) -> None:
+        super().__init__(refusal.message(can_choose_layers))
+        self.refusal = refusal
+
+
+def _most(fits: Callable[[int], bool], upper: int) -> int:
+    """The largest ``n`` in ``1..upper`` with ``fits(n)`` (``fits`` shrinks as n grows), else 0."""
+    low, high = 0, upper
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def check_budget(
+    model: LoadedModel,
+    layers: int,
+    length: int,
+    batch: int,
+    effect: bool = False,
+    can_choose_layers: bool = True,
+) -> None:
+    """Refuse a request bigger than the host's limits (texts per batch, memory), saying what would fit.
+
+    Args:
+        layers: layers to capture (0 for the output comparison alone).
+        length: tokens per text after padding. batch: texts.
+        effect: the output comparison runs too.
+        can_choose_layers: the caller can capture fewer layers (False on pages that always
+            capture every layer, so the advice does not suggest it).
+
+    Raises:
+        UserFacingError: too many texts. OverBudget: over ``ATTNVIZ_MEMORY_BUDGET_MB``.
+    """
     settings = load_settings()
     if batch > settings.max_texts:
         raise UserFacingError(
             f"{batch} texts were given; at most {settings.max_texts} are batched at once "
             f"(ATTNVIZ_MAX_TEXTS). Give fewer texts."
         )
-    budget_mb = settings.memory_budget_mb
-    attention_mb = estimate_bytes(layers, model.num_heads, length, batch) / 2**20
-    effect_mb = effect_bytes(model, length, batch) / 2**20 if effect else 0.0
-    needed_mb = attention_mb + effect_mb
-    if needed_mb <= budget_mb:
+    budget = settings.memory_budget_mb * 2**20
+    needed = memory_estimate(model, layers, length, batch, effect)
+    if needed.total <= budget:
         return
-    if effect_mb > budget_mb:
-        advice = "turn off the output comparison, or use a shorter sequence or fewer texts"
-    else:
-        per_layer_mb = estimate_bytes(1, model.num_heads, length, batch) / 2**20
-        fitting_layers = int((budget_mb - effect_mb) // per_layer_mb)
-        advice = (
-            f"capture at most {fitting_layers} layer(s) at this length, or use a shorter sequence"
-            if fitting_layers
-            else "use a shorter sequence or fewer texts"
-        )
-    parts = f"{attention_mb:,.0f} MB of attention matrices ({layers} layers × {model.num_heads} heads × {length}² tokens × {batch} texts)"
-    if effect:
-        parts += f" and {effect_mb:,.0f} MB of model outputs to compare"
-    raise UserFacingError(
-        f"This request needs about {needed_mb:,.0f} MB: {parts}, over this server's budget of "
-        f"{budget_mb:,} MB (ATTNVIZ_MEMORY_BUDGET_MB): {advice}."
+
+    def fits(layers: int = layers, length: int = length, batch: int = batch, effect: bool = effect) -> bool:
+        return memory_estimate(model, layers, length, batch, effect).total <= budget
+
+    refusal = BudgetRefusal(
+        needed=needed,
+        budget_bytes=budget,
+        layers=layers,
+        length=length,
+        batch=batch,
+        effect=effect,
+        heads=model.num_heads,
+        max_layers=_most(lambda n: fits(layers=n), layers),
+        max_length=_most(lambda n: fits(length=n), length),
+        max_batch=_most(lambda n: fits(batch=n), batch),
+        fits_without_effect=effect and fits(effect=False),
     )
+    raise OverBudget(refusal, can_choose_layers)
 
 
 def parity_delta(result: Capture, layer: int) -> float | None:
@@ -296,9 +479,48 @@ def policy_effect(
     return measure_effect(model, encoded.attention_mask, output, reference_output, reference)
 
 
+def checked_texts(texts: object) -> list[str]:
+    """``texts`` as a list of strings: one ``str``, or a list or tuple of them; else a TypeError.
+
+    (An empty list, or a blank text, is refused later by :func:`encode` with what to type.)
+    """
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, (list, tuple)):
+        raise TypeError(
+            f"texts must be a string or a list of strings, got {reprlib.repr(texts)} ({type(texts).__name__})."
+        )
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"texts[{index}] must be a string, got {reprlib.repr(text)} ({type(text).__name__})."
+            )
+    return list(texts)
+
+
+def checked_layers(model: LoadedModel, layers: object) -> list[int]:
+    """Zero-based layer indices, sorted and unique; None = every layer.
+
+    A non-integer (``0.5``, ``True``) raises TypeError, an index out of range a
+    :class:`UserFacingError` naming the model's layers.
+    """
+    if layers is None:
+        return list(range(model.num_layers))
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        raise TypeError(
+            f"layers must be a list of zero-based layer indices such as [0, 5], or None for every layer; "
+            f"got {reprlib.repr(layers)} ({type(layers).__name__})."
+        )
+    indices = [check_whole_number(f"layers[{i}]", layer) for i, layer in enumerate(layers)]
+    return model.check_layers(indices)
+
+
 def effect_of(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> OutputEffect:
     """The output effect alone (two plain forwards, no attention captured), for the app's panel."""
-    encoded = encode(model, list(texts), policy)
+    if not isinstance(policy, MaskPolicy):
+        raise TypeError(f"policy must be a MaskPolicy, got {type(policy).__name__}.")
+    texts = checked_texts(texts)
+    encoded = encode(model, texts, policy)
     check_budget(model, 0, encoded.input_ids.shape[1], len(texts), effect=True)
     return policy_effect(model, encoded, policy)
 
@@ -327,10 +549,17 @@ def capture(
         max_length: truncate or pad every text to this many tokens; None = the longest text.
         effect: also measure the output change against the model's default policy.
 
+    Raises:
+        TypeError: an argument of the wrong type (a text that is not a string, a layer or
+            length that is not an int, a flag that is not a bool).
+        UserFacingError: a value the person can fix (an empty text, a layer out of range, a
+            window below 1); :class:`OverBudget` if the request is over the memory budget.
+
     Shape: each captured layer's ``weights`` is ``(B, H, T, T)``.
     """
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    layers = model.check_layers(list(range(model.num_layers)) if layers is None else list(layers))
+    texts = checked_texts(texts)
+    layers = checked_layers(model, layers)
+    check_flag("effect", effect)
     try:
         policy = MaskPolicy(
             causal=model.decoder if causal is None else causal,

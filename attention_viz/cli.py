@@ -17,15 +17,20 @@ EXIT_USAGE = 2
 
 
 def _layers(text: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
+        raise argparse.ArgumentTypeError(f"name at least one layer, e.g. 0 or 0,5; got {text!r}")
+    if not all(parts):
+        # "1,,2" or "0,": a layer was probably left out, so do not guess which were meant.
+        raise argparse.ArgumentTypeError(
+            f"layers must be comma-separated whole numbers with none missing, e.g. 0,5; got {text!r}"
+        )
     try:
-        layers = [int(part) for part in text.split(",") if part.strip()]
+        return [int(part) for part in parts]
     except ValueError as error:
         raise argparse.ArgumentTypeError(
             f"layers must be comma-separated whole numbers, got {text!r}"
         ) from error
-    if not layers:
-        raise argparse.ArgumentTypeError(f"name at least one layer, e.g. 0 or 0,5; got {text!r}")
-    return layers
 
 
 def _positive(text: str) -> int:

@@ -6,13 +6,40 @@ same thing everywhere.
 
 from __future__ import annotations
 
+import numbers
+import reprlib
 from dataclasses import dataclass, replace
 
 import torch
 
 from attention_viz import masks
 
-__all__ = ["MaskPolicy"]
+__all__ = ["MaskPolicy", "check_flag", "check_whole_number"]
+
+
+def _shown(value: object) -> str:
+    """``value`` and its type for an error message, shortened (a text may be 50,000 characters)."""
+    return f"{reprlib.repr(value)} ({type(value).__name__})"
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` if it is a real ``bool``; else a TypeError (the string ``"no"`` would be truthy)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {_shown(value)}.")
+    return value
+
+
+def check_whole_number(name: str, value: object, minimum: int | None = None, unit: str = "") -> int:
+    """``value`` as an ``int`` if it is a whole number (of at least ``minimum`` ``unit``s, if given).
+
+    Python and numpy integers pass; a bool, a float (even ``3.0``: ``nan`` and ``2.5`` have no
+    honest integer) or a string raises TypeError, a number below ``minimum`` ValueError.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a whole number (an int), got {_shown(value)}.")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}{unit}, got {value}.")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -36,12 +63,19 @@ class MaskPolicy:
     max_length: int | None = None  # None = pad to the longest text
 
     def __post_init__(self) -> None:
+        check_flag("causal", self.causal)
+        check_flag("padding_mask", self.padding_mask)
+        if not isinstance(self.padding_side, str):
+            raise TypeError(f"padding_side must be 'left' or 'right', got {_shown(self.padding_side)}.")
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}.")
-        if self.window is not None and self.window < 1:
-            raise ValueError(f"The sliding window must be at least 1 token, got {self.window}.")
-        if self.max_length is not None and self.max_length < 1:
-            raise ValueError(f"The sequence length must be at least 1 token, got {self.max_length}.")
+        # Stored as plain ints, so a numpy integer gives an equal (and equally hashed) policy.
+        if self.window is not None:
+            width = check_whole_number("window (the sliding-window width)", self.window, 1, " token")
+            object.__setattr__(self, "window", width)
+        if self.max_length is not None:
+            length = check_whole_number("max_length (the sequence length)", self.max_length, 1, " token")
+            object.__setattr__(self, "max_length", length)
 
     def with_changes(self, **changes: object) -> MaskPolicy:
         """A copy with some fields changed."""

@@ -6,11 +6,19 @@
                                ``~/.cache/attention-viz``)
 ``ATTNVIZ_ALLOWED_MODELS``     extra models that may load, besides the bundled ones:
                                local directories and hub ids, separated by commas
-``ATTNVIZ_MEMORY_BUDGET_MB``   largest capture (in MB of attention matrices) one request
-                               may allocate (default 2048)
+``ATTNVIZ_MEMORY_BUDGET_MB``   most memory (MB) one request may allocate at its peak, as
+                               ``capture.memory_estimate`` counts it: attention matrices,
+                               the parity check, masks, activations, compared outputs
+                               (default 2048)
 ``ATTNVIZ_MAX_TOKENS``         longest sequence the app accepts (default 2048)
 ``ATTNVIZ_MAX_TEXTS``          most texts one request may batch (default 4)
 =============================  ==========================================================
+
+The memory estimate counts tensors. glibc's malloc may keep freed tensors of 1–32 MB resident in
+its heap: an all-layer capture of 4 × 366 tokens peaked 2–20% over its estimate (depending on what
+ran before) and left 2.6 GB resident for 1.3 GB of live tensors. A host that sets
+``MALLOC_MMAP_THRESHOLD_=1048576`` in the server's environment gets every such tensor back when
+it is freed (measured: peak within 1% of the estimate, 1.3 GB resident afterwards).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ class Settings:
 
     cache_dir: Path = field(default_factory=_default_cache_dir)  # converted weights live here
     allowed_models: tuple[str, ...] = ()  # local dirs / hub ids beyond the bundled models
-    memory_budget_mb: int = 2048  # per-capture cap on attention matrices
+    memory_budget_mb: int = 2048  # per-request cap on the peak a capture allocates
     max_tokens: int = 2048  # longest sequence accepted
     max_texts: int = 4  # most texts batched in one request
 

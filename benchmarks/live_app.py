@@ -166,7 +166,15 @@ def streamlit_server(
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
     ]  # fmt: skip
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+    # The same allocator setting as `make app` (see attention_viz/settings.py): freed tensors go
+    # back to the system, so measured memory is what a served class really costs.
+    environment = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "MALLOC_MMAP_THRESHOLD_": "1048576",
+        **(env or {}),
+    }
     with log.open("wb") as sink:
         spawned = time.time()
         # stdout goes to a file: a pipe nobody reads would fill up and stall the server.

@@ -240,6 +240,7 @@ with rollout_col:
         everything = run_or_stop(
             lambda: cache.capture(model_name, texts, tuple(range(loaded.num_layers)), policy),
             "Capturing every layer…",
+            can_choose_layers=False,
         )
         rollout = attention_rollout([everything.layers[i].weights for i in range(loaded.num_layers)])
         st.plotly_chart(

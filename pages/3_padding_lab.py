@@ -64,6 +64,7 @@ clamp_index("pl_head", loaded.num_heads)
 result = run_or_stop(
     lambda: cache.capture(model_name, texts, tuple(range(loaded.num_layers)), policy),
     "Running every layer of the model…",
+    can_choose_layers=False,
 )
 publish(PAGE, PARAMS)
 

@@ -77,8 +77,14 @@ clamp_index("hg_layer", loaded.num_layers)
 clamp_index("hg_head", loaded.num_heads)
 
 every_layer = tuple(range(loaded.num_layers))
-stats = run_or_stop(lambda: cache.statistics(model_name, texts, policy), "Running the model on every layer…")
-result = run_or_stop(lambda: cache.capture(model_name, texts, every_layer, policy))  # cached by statistics
+stats = run_or_stop(
+    lambda: cache.statistics(model_name, texts, policy),
+    "Running the model on every layer…",
+    can_choose_layers=False,
+)
+result = run_or_stop(  # cached by statistics
+    lambda: cache.capture(model_name, texts, every_layer, policy), can_choose_layers=False
+)
 publish(PAGE, PARAMS)
 cut_notes(result.texts, result.truncated)
 

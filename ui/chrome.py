@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import streamlit as st
 
+from attention_viz.capture import OverBudget
 from attention_viz.errors import UserFacingError
 from attention_viz.figures import PALETTES, FigureStyle
 from attention_viz.loading import BUNDLED, LoadedModel, needs_conversion
@@ -120,16 +121,23 @@ def model_or_stop(name: str) -> LoadedModel:
     return loaded
 
 
-def run_or_stop(task: Callable[[], T], message: str = "Running the model…") -> T:
+def run_or_stop(
+    task: Callable[[], T], message: str = "Running the model…", can_choose_layers: bool = True
+) -> T:
     """Run a capture with a spinner; a failure becomes ``st.error`` and stops the page.
 
-    A :class:`UserFacingError` says what to do. Anything else is a bug: the page still shows a
-    short message instead of a traceback (a class is watching), and the traceback goes to the
-    server's log.
+    A :class:`UserFacingError` says what to do. A request over the memory budget is worded for
+    what this page offers (``can_choose_layers``: False where every layer is always captured,
+    so "capture fewer layers" is no advice). Anything else is a bug: the page still shows a short
+    message instead of a traceback (a class is watching), and the traceback goes to the server's log.
     """
     try:
         with st.spinner(message):
             return task()
+    except OverBudget as error:
+        st.error(error.refusal.message(can_choose_layers))
+        st.stop()
+        raise
     except UserFacingError as error:
         st.error(str(error))
         st.stop()
