@@ -70,3 +70,16 @@ def test_tampered_links_fall_back_with_a_note():
     assert app.session_state["ex_head"] == 0
     notes = " ".join(infos(app))
     assert "“model”" in notes and "“layer” was given 2 times" in notes and "“head”" in notes
+
+
+def test_a_length_over_the_models_limit_is_replaced_with_a_note():
+    from streamlit.testing.v1 import AppTest
+
+    from apptest_helpers import ROOT
+
+    app = AppTest.from_file(str(ROOT / "pages" / "2_model_explorer.py"), default_timeout=180)
+    app.query_params["length"] = "2049"
+    app.run()
+    assert not app.exception
+    assert any("more than this model's limit of 2,048 tokens" in info.value for info in app.info)
+    assert app.slider(key="ex_length").value == 11

@@ -121,6 +121,12 @@ def follow_length(prefix: str, natural_length: int, max_length: int) -> None:
     natural_length = max(1, min(natural_length, max_length))
     previous_natural = st.session_state.get(f"_{prefix}_natural")
     current = st.session_state.get(length_key)
+    if current is not None and current > max_length:
+        # From a link, or kept from a model with a longer limit: say so rather than change it silently.
+        st.info(
+            f"Sequence length {current:,} is more than this model's limit of {max_length:,} tokens; "
+            f"the text's own length ({natural_length:,}) is used."
+        )
     if current is None or current == previous_natural or current > max_length:
         st.session_state[length_key] = natural_length
     st.session_state[f"_{prefix}_natural"] = natural_length
