@@ -116,3 +116,45 @@ def test_html_export_keeps_every_label_square_cells_and_its_settings(smollm2):
     assert list(figure.layout.yaxis.ticktext) == tokens, "every query label"
     assert "smollm2 · layer 2 · text 0 · padding" in figure.layout.title.text
     assert figure.layout.yaxis.scaleanchor == "x" and figure.layout.yaxis.constrain == "domain"
+
+
+def deferred_downloads() -> dict[str, object]:
+    """The download buttons' deferred files of the AppTest runs so far, by file name.
+
+    AppTest gives each run a media file manager of its own and no public way to reach it; the
+    managers are found among live objects. A file's data is built only when its callable runs.
+    """
+    import gc
+
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    managers = [thing for thing in gc.get_objects() if isinstance(thing, MediaFileManager)]
+    return {entry["filename"]: entry["callable"] for m in managers for entry in m._deferred_callables.values()}
+
+
+def test_export_names_and_contents_record_the_masks(explorer):
+    import io
+
+    import pandas as pd
+
+    explorer.toggle(key="ex_causal").set_value(True).run()
+    explorer.toggle(key="ex_causal").set_value(False).run()
+    assert not explorer.exception
+    files = deferred_downloads()
+    length = explorer.slider(key="ex_length").value
+    on, off = (f"smollm2-layer0-{causal}-padding-right-len{length}" for causal in ("causal", "nocausal"))
+    for stem in (on, off):
+        for suffix in (".csv", ".npz", "-heads.csv"):
+            assert stem + suffix in files, f"{stem}{suffix} not offered: {sorted(files)}"
+    assert f"smollm2-layer0-item0-nocausal-padding-right-len{length}.html" in files
+    table = pd.read_csv(io.StringIO(files[off + ".csv"]()))
+    assert {"model", "causal", "padding_mask", "window", "padding_side", "max_length", "layer"} <= set(table)
+    assert set(table["causal"]) == {False} and set(table["model"]) == {"smollm2"}
+    heads = pd.read_csv(io.StringIO(files[off + "-heads.csv"]()))
+    assert set(heads["causal"]) == {False}
+    arrays = np.load(io.BytesIO(files[off + ".npz"]()), allow_pickle=False)
+    assert bool(arrays["causal"]) is False and str(arrays["model"]) == "smollm2"
+    html = files[f"smollm2-layer0-item0-nocausal-padding-right-len{length}.html"]()
+    title = "smollm2 · layer 0 · text 0 · padding"  # JSON inside the HTML may escape the dots
+    assert title in html or title.replace("·", "\\u00b7") in html
+    explorer.toggle(key="ex_causal").set_value(True).run()
