@@ -73,13 +73,23 @@ def test_tampered_links_fall_back_with_a_note():
 
 
 def test_a_length_over_the_models_limit_is_replaced_with_a_note():
-    from streamlit.testing.v1 import AppTest
-
-    from apptest_helpers import ROOT
-
-    app = AppTest.from_file(str(ROOT / "pages" / "2_model_explorer.py"), default_timeout=180)
-    app.query_params["length"] = "2049"
-    app.run()
+    app = open_explorer(length="2049")
     assert not app.exception
     assert any("more than this model's limit of 2,048 tokens" in info.value for info in app.info)
     assert app.slider(key="ex_length").value == 11
+
+
+def test_playground_takes_at_most_eight_lines_and_says_so():
+    app = AppTest.from_file(str(ROOT / "pages" / "1_playground.py"), default_timeout=60)
+    app.query_params["text"] = "\n".join(["a"] * 1000)
+    app.run()
+    assert not app.exception
+    assert any("1,000 lines were given; the first 8 are used" in info.value for info in app.info)
+    assert len(app.selectbox(key="pg_item").options) == 8
+    assert app.text_area(key="pg_text").value.count("\n") == 999, "the box keeps every line"
+
+
+def test_a_weights_csv_too_large_for_the_server_points_to_npz_and_the_cli():
+    app = open_explorer(text=" ".join(["word"] * 400))
+    assert not app.exception
+    assert any("download the NPZ instead" in caption.value for caption in app.caption)
