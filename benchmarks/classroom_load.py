@@ -43,11 +43,12 @@ ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT_MS = 300_000
 CHART = ".st-key-ex_head_chart .js-plotly-plot"
 # The focused head's key tokens joined, without their "i: " prefixes, spaces or "␣" (a space token).
+# Read from the cells' categories, not the tick labels: those may be thinned to fit the width.
 SHOWN_TOKENS_JS = f"""
 () => {{
     const el = document.querySelector('{CHART}');
-    const ticks = (el && el.layout && el.layout.xaxis && el.layout.xaxis.ticktext) || [];
-    return ticks.map((label) => label.replace(/^\\d+: /, "")).join("").replace(/[\\s␣]/g, "");
+    const labels = (el && el.data && el.data.length && el.data[0].x) || [];
+    return Array.from(labels).map((label) => label.replace(/^\\d+: /, "")).join("").replace(/[\\s␣]/g, "");
 }}
 """
 EVIDENCE = ROOT / "benchmarks" / "out" / "load-failures"
