@@ -46,13 +46,17 @@ def _ids(cases):
     return [f"{next(iter(keywords))}={next(iter(keywords.values()))!r}" for keywords, *_ in cases]
 
 
-@pytest.mark.parametrize(("keywords", "error", "message"), BAD_POLICY_ARGUMENTS, ids=_ids(BAD_POLICY_ARGUMENTS))
+@pytest.mark.parametrize(
+    ("keywords", "error", "message"), BAD_POLICY_ARGUMENTS, ids=_ids(BAD_POLICY_ARGUMENTS)
+)
 def test_a_mask_policy_refuses_a_malformed_field(keywords, error, message):
     with pytest.raises(error, match=message):
         MaskPolicy(**keywords)
 
 
-@pytest.mark.parametrize(("keywords", "error", "message"), BAD_POLICY_ARGUMENTS, ids=_ids(BAD_POLICY_ARGUMENTS))
+@pytest.mark.parametrize(
+    ("keywords", "error", "message"), BAD_POLICY_ARGUMENTS, ids=_ids(BAD_POLICY_ARGUMENTS)
+)
 def test_capture_refuses_a_malformed_mask_argument_before_running_the_model(
     smollm2, keywords, error, message
 ):
@@ -89,7 +93,11 @@ def test_a_numpy_layer_index_captures_like_an_int(smollm2):
 BAD_CAPTURE_ARGUMENTS = [
     ({"layers": [0.5]}, TypeError, r"layers\[0\] must be a whole number \(an int\), got 0\.5 \(float\)"),
     ({"layers": [0, True]}, TypeError, r"layers\[1\] must be a whole number \(an int\), got True \(bool\)"),
-    ({"layers": 3}, TypeError, r"layers must be a list of zero-based layer indices such as \[0, 5\].*got 3 \(int\)"),
+    (
+        {"layers": 3},
+        TypeError,
+        r"layers must be a list of zero-based layer indices such as \[0, 5\].*got 3 \(int\)",
+    ),
     ({"layers": "0,5"}, TypeError, r"layers must be a list .*got '0,5' \(str\)"),
     ({"layers": [30]}, UserFacingError, r"Layer 30 does not exist: smollm2 has layers 0–29"),
     ({"layers": []}, UserFacingError, r"Name at least one layer"),

@@ -68,8 +68,12 @@ def test_the_estimate_is_built_from_the_model_config(smollm2, minilm):
     estimate = memory_estimate(smollm2, 3, length, batch, effect=True)
     assert estimate.attention > 3 * 3 * matrix  # three stages per layer, plus Q, K and output
     assert estimate.parity == 3 * matrix + batch * length * length * 4
-    assert estimate.activations == batch * length * 4 * (3 * config.intermediate_size + 4 * config.hidden_size)
-    assert estimate.outputs == effect_bytes(smollm2, length, batch) > 2 * batch * length * config.vocab_size * 4
+    assert estimate.activations == batch * length * 4 * (
+        3 * config.intermediate_size + 4 * config.hidden_size
+    )
+    assert (
+        estimate.outputs == effect_bytes(smollm2, length, batch) > 2 * batch * length * config.vocab_size * 4
+    )
     # No layer, no parity check; no comparison, no outputs.
     assert memory_estimate(smollm2, 0, length, batch).parity == 0
     assert memory_estimate(smollm2, 3, length, batch).outputs == 0
@@ -198,7 +202,9 @@ def test_the_largest_default_requests_peak_within_their_estimate():
     assert [row["page"].split(":")[0] for row in measured] == ["padding lab", "explorer"]
     assert any("refused" in row for row in rows)  # 4 × 512 × every layer is over the default budget
     for row in measured:
-        report = {key: f"{value / 2**20:,.0f} MB" if isinstance(value, int) else value for key, value in row.items()}
+        report = {
+            key: f"{value / 2**20:,.0f} MB" if isinstance(value, int) else value for key, value in row.items()
+        }
         assert row["estimate"] <= DEFAULT_BUDGET, report
         assert row["peak"] <= TOLERANCE * row["estimate"], report
     explorer = measured[1]

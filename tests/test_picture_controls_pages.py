@@ -129,7 +129,9 @@ def deferred_downloads() -> dict[str, object]:
     from streamlit.runtime.media_file_manager import MediaFileManager
 
     managers = [thing for thing in gc.get_objects() if isinstance(thing, MediaFileManager)]
-    return {entry["filename"]: entry["callable"] for m in managers for entry in m._deferred_callables.values()}
+    return {
+        entry["filename"]: entry["callable"] for m in managers for entry in m._deferred_callables.values()
+    }
 
 
 def test_export_names_and_contents_record_the_masks(explorer):
