@@ -530,26 +530,10 @@ def head_grid(
     if width_px is None:
         width_px = columns * panel_px + 160
     want_sums = row_sums is not False and value_range.label == "weight" and not image
-    layout = frame(
-        query_tokens,
-        key_tokens,
-        width_px,
-        tick,
-        rows=rows,
-        cols=columns,
-        colorbar=style.show_colorbar,
-        panel_title_px=(style.font_size + 1) * 1.6,
-        right_extra_px=_row_sum_px(style.font_size)
-        if want_sums and len(query_tokens) <= ANNOTATE_MAX_TOKENS
-        else 0.0,
-        labels_between_rows=heads % columns != 0,
-    )
-    annotate = not image and _annotate(
-        max(len(query_tokens), len(key_tokens)), layout, value_range, style.font_size, annotate
-    )
-    sums = want_sums and (row_sums or annotate)
-    if want_sums and not sums and len(query_tokens) <= ANNOTATE_MAX_TOKENS:
-        layout = frame(
+    small = len(query_tokens) <= ANNOTATE_MAX_TOKENS
+
+    def lay_out(sums: bool) -> Frame:
+        return frame(
             query_tokens,
             key_tokens,
             width_px,
@@ -558,8 +542,18 @@ def head_grid(
             cols=columns,
             colorbar=style.show_colorbar,
             panel_title_px=(style.font_size + 1) * 1.6,
+            right_extra_px=_row_sum_px(style.font_size) if sums else 0.0,
             labels_between_rows=heads % columns != 0,
         )
+
+    # Row sums need room only if they are shown, and they are shown when cells carry values.
+    layout = lay_out(want_sums and small)
+    annotate = not image and _annotate(
+        max(len(query_tokens), len(key_tokens)), layout, value_range, style.font_size, annotate
+    )
+    sums = want_sums and small and bool(row_sums or annotate)  # rows of a long text are too thin for them
+    if want_sums and small and not sums:
+        layout = lay_out(False)
     horizontal, vertical = layout.spacing(rows, columns)
     figure = make_subplots(
         rows=rows,

@@ -328,10 +328,9 @@ def wait_for_app(page, plots: int = 0, *, allow_exception: bool = False, timeout
 # sends numpy arrays in plotly's binary form, {dtype: "f4", bdata: <base64>, shape: "6, 6"},
 # which we decode here ourselves, so the numbers are exactly what the server sent; plain
 # nested arrays and typed-array rows are read as they are. NaN (a blank cell) becomes null.
-_READ_PLOT_JS = """
-(key) => {
-    const el = document.querySelector(`.st-key-${key} .js-plotly-plot`);
-    if (el === null || !Array.isArray(el.data) || el.data.length === 0) return null;
+# Shared by the figure readers below: ``matrix(z)`` turns a trace's z (or customdata) into rows,
+# decoding plotly's binary form {dtype, bdata, shape}; NaN (a blank cell) becomes null.
+_DECODE_MATRIX_JS = """
     const types = {f4: Float32Array, f8: Float64Array, i1: Int8Array, u1: Uint8Array,
                    i2: Int16Array, u2: Uint16Array, i4: Int32Array, u4: Uint32Array};
     const clean = (v) => (typeof v === "number" && !Number.isNaN(v) ? v : null);
@@ -348,7 +347,17 @@ _READ_PLOT_JS = """
         }
         return Array.from(z, (row) => Array.from(row, clean));
     };
-    // Subplots draw their x tick labels in groups classed xtick, x2tick, x3tick...: take the
+"""
+
+
+_READ_PLOT_JS = (
+    """
+(key) => {
+    const el = document.querySelector(`.st-key-${key} .js-plotly-plot`);
+    if (el === null || !Array.isArray(el.data) || el.data.length === 0) return null;
+"""
+    + _DECODE_MATRIX_JS
+    + """    // Subplots draw their x tick labels in groups classed xtick, x2tick, x3tick...: take the
     // first x axis that shows any (in a grid of heads only the bottom row has them).
     const drawn = {};
     for (const t of el.querySelectorAll("g[class] > text")) {
@@ -371,6 +380,7 @@ _READ_PLOT_JS = """
     };
 }
 """
+)
 
 
 @dataclass(frozen=True)
@@ -547,33 +557,21 @@ def hover_cell(page, key: str, query: int, key_index: int, panel: int = 1) -> st
 
 # Per trace of chart KEY: its name, its subplot number and the matrix that holds its true values
 # (customdata when a per-row or log colour scale is used, else z), decoded like _READ_PLOT_JS.
-_TRACE_VALUES_JS = """
+_TRACE_VALUES_JS = (
+    """
 (key) => {
     const el = document.querySelector(`.st-key-${key} .js-plotly-plot`);
     if (el === null || !Array.isArray(el.data)) return null;
-    const types = {f4: Float32Array, f8: Float64Array, i1: Int8Array, u1: Uint8Array,
-                   i2: Int16Array, u2: Uint16Array, i4: Int32Array, u4: Uint32Array};
-    const clean = (v) => (typeof v === "number" && !Number.isNaN(v) ? v : null);
-    const matrix = (z) => {
-        if (z === undefined || z === null) return null;
-        if (typeof z.bdata === "string") {
-            const bytes = Uint8Array.from(atob(z.bdata), (c) => c.charCodeAt(0));
-            const flat = Array.from(new types[z.dtype](bytes.buffer), clean);
-            const shape = String(z.shape).split(",").map(Number);
-            const width = shape.length > 1 ? shape[1] : flat.length;
-            const rows = [];
-            for (let i = 0; i < flat.length; i += width) rows.push(flat.slice(i, i + width));
-            return rows;
-        }
-        return Array.from(z, (row) => Array.from(row, clean));
-    };
-    return el.data.map((trace) => ({
+"""
+    + _DECODE_MATRIX_JS
+    + """    return el.data.map((trace) => ({
         name: trace.name || "",
         panel: Number(String(trace.xaxis || "x").slice(1) || 1),
         values: matrix(trace.customdata !== undefined ? trace.customdata : trace.z),
     }));
 }
 """
+)
 
 
 def trace_values(page, key: str, name: str, panel: int = 1) -> list[list[float | None]] | None:
