@@ -139,10 +139,13 @@ def test_export_names_and_contents_record_the_masks(explorer):
 
     import pandas as pd
 
+    # Each run has its own media file manager, which the garbage collector may free once the
+    # next run replaces it, so each run's files are read right after it.
     explorer.toggle(key="ex_causal").set_value(True).run()
+    files = deferred_downloads()
     explorer.toggle(key="ex_causal").set_value(False).run()
     assert not explorer.exception
-    files = deferred_downloads()
+    files.update(deferred_downloads())
     length = explorer.slider(key="ex_length").value
     on, off = (f"smollm2-layer0-{causal}-padding-right-len{length}" for causal in ("causal", "nocausal"))
     for stem in (on, off):
