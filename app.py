@@ -16,6 +16,7 @@ PAGES = [
     st.Page("pages/3_padding_lab.py", title="Padding lab", icon=":material/space_bar:"),
     st.Page("pages/4_head_gallery.py", title="Head gallery", icon=":material/grid_view:"),
     st.Page("pages/5_compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/6_packing_check.py", title="Packing check", icon=":material/view_stream:"),
 ]
 
 st.navigation(PAGES).run()

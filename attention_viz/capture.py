@@ -18,7 +18,7 @@ from attention_viz.errors import UserFacingError
 from attention_viz.hooks import AllLayersRecorded, LayerRecord, recording
 from attention_viz.loading import LoadedModel
 from attention_viz.masks import to_additive
-from attention_viz.policy import MaskPolicy, check_flag, check_whole_number
+from attention_viz.policy import MaskPolicy, check_flag, check_prefix, check_whole_number, document_positions
 from attention_viz.settings import load_settings
 from attention_viz.tokens import display_tokens
 
@@ -30,13 +30,13 @@ __all__ = [
     "OverBudget",
     "capture",
     "check_budget",
-    "default_policy",
     "effect_of",
     "encode",
     "effect_bytes",
     "estimate_bytes",
     "memory_estimate",
     "parity_delta",
+    "resolve_policy",
 ]
 
 # What one request allocates, counted in tensors of the shapes named (see memory_estimate).
@@ -131,6 +131,8 @@ class Capture:
         policy: the mask policy.
         layers: captured layers by zero-based index.
         truncated: per text, how many tokens were cut off.
+        documents: ``(B, T)`` text index of each token of a packed row (-1 = padding); None
+            when each text has a row of its own.
         effect: what the policy changed in the output, compared with the model's default.
     """
 
@@ -145,6 +147,7 @@ class Capture:
     policy: MaskPolicy
     layers: dict[int, LayerCapture]
     truncated: list[int]
+    documents: torch.Tensor | None = None
     effect: OutputEffect | None = field(default=None)
 
     @property
@@ -159,22 +162,29 @@ class Capture:
         return self.layers[index]
 
 
-def default_policy(model: LoadedModel, policy: MaskPolicy | None = None) -> MaskPolicy:
-    """The model's own masks (causal for a decoder, none for an encoder, padding on, no window),
-    keeping the batching choices (padding side, length) of ``policy``."""
-    base = policy or MaskPolicy()
-    return base.with_changes(causal=model.decoder, padding_mask=True, window=None)
-
-
 @dataclass(frozen=True)
 class Encoded:
-    input_ids: torch.Tensor  # (B, T)
-    attention_mask: torch.Tensor  # (B, T)
+    """Token ids ready for the model.
+
+    Attributes:
+        input_ids: ``(B, T)``. attention_mask: ``(B, T)`` 1 = real token, 0 = padding.
+        documents: ``(B, T)`` document (text) index of each token of a packed row, -1 for
+            padding; None when every text has a row of its own.
+        truncated: per text, how many tokens were cut off.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
     truncated: list[int]
+    documents: torch.Tensor | None = None
 
 
 def encode(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> Encoded:
-    """Tokenise, truncate to the model's limit or ``policy.max_length``, and pad to one length."""
+    """Tokenise, truncate to the model's limit or ``policy.max_length``, and pad to one length.
+
+    A packed policy puts the texts one after another into a single row (each with the special
+    tokens it would have alone), cuts the row at the length limit and pads its end.
+    """
     if not texts or any(not text.strip() for text in texts):
         raise UserFacingError("The text is empty. Type a sentence or two.")
     limit = model.max_positions
@@ -184,33 +194,69 @@ def encode(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> Encoded:
         )
     length = policy.max_length or limit
     # verbose=False: counting the full length is not an error ("sequence longer than..." warning).
-    full_lengths = [len(ids) for ids in model.tokenize(texts, truncation=False, verbose=False)["input_ids"]]
-    encoded = model.tokenize(
-        texts,
-        padding="max_length" if policy.max_length else "longest",
-        truncation=True,
-        max_length=length,
-        padding_side=policy.padding_side,
-        return_tensors="pt",
-    )
+    alone = model.tokenize(texts, truncation=False, verbose=False)["input_ids"]
+    if policy.pack:
+        encoded = _packed(model, alone, length, policy)
+    else:
+        batch = model.tokenize(
+            texts,
+            padding="max_length" if policy.max_length else "longest",
+            truncation=True,
+            max_length=length,
+            padding_side=policy.padding_side,
+            return_tensors="pt",
+        )
+        encoded = Encoded(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            truncated=[max(0, len(ids) - length) for ids in alone],
+        )
+    check_prefix(policy, encoded.attention_mask, encoded.documents)
+    return encoded
+
+
+def _packed(model: LoadedModel, alone: list[list[int]], length: int, policy: MaskPolicy) -> Encoded:
+    """The texts' ids one after another in one row of at most ``length`` tokens."""
+    ids: list[int] = []
+    documents: list[int] = []
+    truncated = []
+    for index, text_ids in enumerate(alone):
+        kept = text_ids[: max(0, length - len(ids))]
+        ids += kept
+        documents += [index] * len(kept)
+        truncated.append(len(text_ids) - len(kept))
+    if truncated[0] == len(alone[0]) or not ids:
+        raise UserFacingError("The sequence length leaves no room for the first text.")
+    pads = (policy.max_length or len(ids)) - len(ids)
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    real = [1] * len(ids)
+    if policy.padding_side == "left":
+        ids, documents, real = [pad_id] * pads + ids, [-1] * pads + documents, [0] * pads + real
+    else:
+        ids, documents, real = ids + [pad_id] * pads, documents + [-1] * pads, real + [0] * pads
     return Encoded(
-        input_ids=encoded["input_ids"],
-        attention_mask=encoded["attention_mask"],
-        truncated=[max(0, full - length) for full in full_lengths],
+        input_ids=torch.tensor([ids]),
+        attention_mask=torch.tensor([real]),
+        truncated=truncated,
+        documents=torch.tensor([documents]),
     )
 
 
-def position_ids_for(attention_mask: torch.Tensor, policy: MaskPolicy, decoder: bool) -> torch.Tensor:
+def position_ids_for(encoded: Encoded, policy: MaskPolicy, decoder: bool) -> torch.Tensor:
     """Positions as the model's own pipeline gives them, or as a forgotten ``attention_mask`` does.
 
     A decoder with the padding mask on counts real tokens only (what ``generate`` does), so left
     padding does not shift them; with it off the model sees ``0..T-1``, as ``model(input_ids)``
     without an ``attention_mask`` would. An encoder always sees ``0..T-1``: BERT-style models
     never skip pads when numbering positions, so left padding really shifts their positions
-    (one reason encoders are padded on the right).
+    (one reason encoders are padded on the right). Packed texts with ``reset_positions`` restart
+    at 0 at each document, as packed training does; without it they count on across the row.
 
-    Shape: ``attention_mask`` is ``(B, T)``; returns ``(B, T)``.
+    Shape: returns ``(B, T)``.
     """
+    attention_mask = encoded.attention_mask
+    if policy.pack and policy.reset_positions:
+        return document_positions(attention_mask, encoded.documents)
     if decoder and policy.padding_mask:
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     return torch.arange(attention_mask.shape[1]).expand_as(attention_mask)
@@ -285,9 +331,10 @@ def memory_estimate(
         attention=layers * (STAGES_KEPT * matrix + RECORD_VECTORS * vectors),
         parity=(PARITY_MATRICES * matrix + square * BYTES_PER_VALUE) if layers else 0,
         masks=MASK_COPIES * square,
-        activations=batch * length * BYTES_PER_VALUE * (
-            MLP_TENSORS * config.intermediate_size + RESIDUAL_TENSORS * width
-        ),
+        activations=batch
+        * length
+        * BYTES_PER_VALUE
+        * (MLP_TENSORS * config.intermediate_size + RESIDUAL_TENSORS * width),
         outputs=effect_bytes(model, length, batch) if effect else 0,
     )
 
@@ -442,12 +489,16 @@ def run_forward(
     ``need_output=False`` the pass stops right after the last recorded layer (the later layers
     cannot change it) and output is None: a capture of layer 0 then costs a fraction of a forward.
     """
-    mask = policy.build(encoded.attention_mask)  # (B, 1, T, T)
-    position_ids = position_ids_for(encoded.attention_mask, policy, model.decoder)
+    mask = policy.build(encoded.attention_mask, encoded.documents)  # (B, 1, T, T)
+    position_ids = position_ids_for(encoded, policy, model.decoder)
     # The model's own masks with no padding: pass the plain 2-D mask, so transformers' mask
     # function (registered under our name) lets SDPA use its fast causal / unmasked path in the
     # layers we do not record. It is exactly the mask above; the recorded layers rebuild it.
-    plain = policy == default_policy(model, policy) and bool(encoded.attention_mask.all())
+    plain = (
+        policy == policy.model_default(model.decoder)
+        and not policy.pack
+        and bool(encoded.attention_mask.all())
+    )
     model_mask = encoded.attention_mask if plain else mask
     stop_early = not need_output and bool(layers)
     output = None
@@ -474,7 +525,7 @@ def policy_effect(
     """
     if output is None:
         output = run_forward(model, encoded, policy, [])[3]
-    reference = default_policy(model, policy)
+    reference = policy.model_default(model.decoder)
     reference_output = output if reference == policy else run_forward(model, encoded, reference, [])[3]
     return measure_effect(model, encoded.attention_mask, output, reference_output, reference)
 
@@ -515,13 +566,30 @@ def checked_layers(model: LoadedModel, layers: object) -> list[int]:
     return model.check_layers(indices)
 
 
-def effect_of(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> OutputEffect:
-    """The output effect alone (two plain forwards, no attention captured), for the app's panel."""
+def resolve_policy(model: LoadedModel, policy: object) -> MaskPolicy:
+    """``policy`` with the model's own choices filled in (None = the model's default masks).
+
+    Raises:
+        TypeError: ``policy`` is not a :class:`MaskPolicy`.
+        UserFacingError: the combination is impossible for this model (a prefix-LM on a model
+            resolved to no causal mask).
+    """
+    if policy is None:
+        policy = MaskPolicy()
     if not isinstance(policy, MaskPolicy):
         raise TypeError(f"policy must be a MaskPolicy, got {type(policy).__name__}.")
+    try:
+        return policy.for_model(model.decoder).with_changes()  # with_changes validates again
+    except ValueError as error:
+        raise UserFacingError(str(error)) from error
+
+
+def effect_of(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> OutputEffect:
+    """The output effect alone (two plain forwards, no attention captured), for the app's panel."""
+    policy = resolve_policy(model, policy)
     texts = checked_texts(texts)
     encoded = encode(model, texts, policy)
-    check_budget(model, 0, encoded.input_ids.shape[1], len(texts), effect=True)
+    check_budget(model, 0, encoded.input_ids.shape[1], encoded.input_ids.shape[0], effect=True)
     return policy_effect(model, encoded, policy)
 
 
@@ -529,49 +597,34 @@ def capture(
     model: LoadedModel,
     texts: list[str] | str,
     layers: list[int] | None = None,
-    causal: bool | None = None,
-    padding_mask: bool = True,
-    padding_side: str = "right",
-    window: int | None = None,
-    max_length: int | None = None,
+    policy: MaskPolicy | None = None,
     effect: bool = True,
 ) -> Capture:
-    """Run ``model`` once on ``texts`` under the given masks and capture the requested layers.
+    """Run ``model`` once on ``texts`` under ``policy`` and capture the requested layers.
 
     Args:
         model: from :func:`attention_viz.load_model`.
-        texts: one text or several (batched, padded to one length).
+        texts: one text or several (batched and padded to one length, or packed into one row).
         layers: zero-based layers to capture; None = all.
-        causal: None = the model's own choice (decoder: on, encoder: off).
-        padding_mask: mask padding keys (off simulates a forgotten ``attention_mask``).
-        padding_side: ``"left"`` or ``"right"``.
-        window: sliding-window width, or None.
-        max_length: truncate or pad every text to this many tokens; None = the longest text.
-        effect: also measure the output change against the model's default policy.
+        policy: the masks; None = the model's own (``MaskPolicy()``: causal for a decoder, none
+            for an encoder, padding masked). A ``causal`` of None is the model's choice.
+        effect: also measure the output change against the model's default masks.
 
     Raises:
-        TypeError: an argument of the wrong type (a text that is not a string, a layer or
-            length that is not an int, a flag that is not a bool).
+        TypeError: an argument of the wrong type (a text that is not a string, a layer that is
+            not an int, a flag that is not a bool, a policy that is not a MaskPolicy).
         UserFacingError: a value the person can fix (an empty text, a layer out of range, a
-            window below 1); :class:`OverBudget` if the request is over the memory budget.
+            prefix longer than a text); :class:`OverBudget` if the request is over the memory budget.
 
-    Shape: each captured layer's ``weights`` is ``(B, H, T, T)``.
+    Shape: each captured layer's ``weights`` is ``(B, H, T, T)``; one row when packed.
     """
     texts = checked_texts(texts)
     layers = checked_layers(model, layers)
     check_flag("effect", effect)
-    try:
-        policy = MaskPolicy(
-            causal=model.decoder if causal is None else causal,
-            padding_mask=padding_mask,
-            window=window,
-            padding_side=padding_side,
-            max_length=max_length,
-        )
-    except ValueError as error:
-        raise UserFacingError(str(error)) from error
+    policy = resolve_policy(model, policy)
     encoded = encode(model, texts, policy)
-    check_budget(model, len(layers), encoded.input_ids.shape[1], len(texts), effect=effect)
+    rows, length = encoded.input_ids.shape
+    check_budget(model, len(layers), length, rows, effect=effect)
     mask, position_ids, records, output = run_forward(model, encoded, policy, layers, need_output=effect)
 
     measured = policy_effect(model, encoded, policy, output) if effect else None
@@ -587,5 +640,6 @@ def capture(
         policy=policy,
         layers={index: LayerCapture.from_record(records[index]) for index in layers},
         truncated=encoded.truncated,
+        documents=encoded.documents,
         effect=measured,
     )

@@ -59,6 +59,70 @@ def _add_capture_options(parser: argparse.ArgumentParser, layers_required: bool)
     parser.add_argument("--padding-side", choices=("left", "right"), default="right")
     parser.add_argument("--window", type=_positive, default=None, help="sliding-window width")
     parser.add_argument("--max-length", type=_positive, default=None, help="truncate or pad to N tokens")
+    masks = parser.add_argument_group("more masks")
+    masks.add_argument(
+        "--prefix",
+        type=_positive,
+        default=None,
+        metavar="P",
+        help="prefix-LM: the first P tokens of each text see each other both ways (needs the causal mask)",
+    )
+    masks.add_argument(
+        "--sinks",
+        type=_positive,
+        default=None,
+        metavar="S",
+        help="attention sinks: the first S tokens stay visible beside --window (StreamingLLM)",
+    )
+    masks.add_argument(
+        "--chunk",
+        type=_positive,
+        default=None,
+        metavar="C",
+        help="chunked attention: only within chunks of C tokens (causal within them if causal)",
+    )
+    masks.add_argument(
+        "--pack", action="store_true", help="pack every --text into one row, one after another"
+    )
+    masks.add_argument(
+        "--no-document-mask",
+        dest="document_mask",
+        action="store_false",
+        help="with --pack: let tokens attend across documents (cross-document contamination)",
+    )
+    masks.add_argument(
+        "--no-position-reset",
+        dest="reset_positions",
+        action="store_false",
+        help="with --pack: positions run on across the row instead of restarting per document",
+    )
+
+
+def policy_from_args(args: argparse.Namespace):
+    """The :class:`MaskPolicy` the flags ask for; an impossible combination is one clear line."""
+    from attention_viz.policy import MaskPolicy
+
+    if not args.pack and not (args.document_mask and args.reset_positions):
+        flag = "--no-document-mask" if not args.document_mask else "--no-position-reset"
+        raise UserFacingError(f"{flag} applies to packed texts: add --pack.")
+    if args.sinks is not None and args.window is None:
+        raise UserFacingError("--sinks keeps the first tokens visible beside a sliding window: add --window.")
+    try:
+        return MaskPolicy(
+            causal=args.causal,
+            padding_mask=args.padding_mask,
+            padding_side=args.padding_side,
+            window=args.window,
+            max_length=args.max_length,
+            prefix=args.prefix,
+            sinks=args.sinks,
+            chunk=args.chunk,
+            pack=args.pack,
+            document_mask=args.document_mask,
+            reset_positions=args.reset_positions,
+        )
+    except ValueError as error:
+        raise UserFacingError(str(error)) from error
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -93,18 +157,11 @@ def _capture(args: argparse.Namespace, layers: list[int] | None):
         raise UserFacingError("The text is empty. Give --text a sentence or two.")
     if needs_conversion(args.model):
         print("Converting the bundled model (about 20 s, only the first time)…", file=sys.stderr)
+    policy = policy_from_args(args)  # before loading: a bad combination fails fast
     model = load_model(args.model)
-    result = capture(
-        model,
-        args.text,
-        layers=layers,
-        causal=args.causal,
-        padding_mask=args.padding_mask,
-        padding_side=args.padding_side,
-        window=args.window,
-        max_length=args.max_length,
-        effect=False,
-    )
+    if policy.prefix is not None and policy.causal is None and not model.decoder:
+        raise UserFacingError(f"--prefix needs the causal mask and {model.name} is an encoder: add --causal.")
+    result = capture(model, args.text, layers=layers, policy=policy, effect=False)
     limit = (
         f"--max-length {args.max_length}"
         if args.max_length is not None and args.max_length < model.max_positions

@@ -35,12 +35,14 @@ class SidePolicy:
     Attributes:
         causal: causal mask on or off; None = the model's own choice (decoder: on, encoder: off).
         padding_mask: mask padding keys (and leave padding rows empty).
-        window: sliding-window width, 0 = off.
+        window: sliding-window width, None = off.
+        document_mask: with packed texts, the block-diagonal mask between them.
     """
 
     causal: bool | None = None  # None = what the model was trained with
     padding_mask: bool = True  # what a correct pipeline does
-    window: int = 0  # 0 = no sliding window
+    window: int | None = None  # None = no sliding window
+    document_mask: bool = True  # packed texts kept apart
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Preset:
         needs_padding: the texts must have different lengths (see :func:`with_shorter_text`).
         padding_side: where the padding goes; left padding lets real tokens see pads under a
             causal mask, so the difference shows up in real rows.
+        pack: both sides pack the texts into one row (the texts must be several).
     """
 
     label: str
@@ -60,6 +63,7 @@ class Preset:
     b: SidePolicy
     needs_padding: bool = False
     padding_side: str = "right"
+    pack: bool = False
 
 
 PRESETS: dict[str, Preset] = {
@@ -71,7 +75,14 @@ PRESETS: dict[str, Preset] = {
         needs_padding=True,
         padding_side="left",
     ),
-    "window": Preset("full vs window 4", SidePolicy(window=0), SidePolicy(window=4)),
+    "window": Preset("full vs window 4", SidePolicy(), SidePolicy(window=4)),
+    "packing": Preset(
+        "packed: kept apart vs not",
+        SidePolicy(),
+        SidePolicy(document_mask=False),
+        needs_padding=True,
+        pack=True,
+    ),
 }
 
 

@@ -9,10 +9,14 @@ JSON schema (also in the README)::
     {
       "model": "smollm2",
       "policy": {"causal": true, "padding_mask": true, "window": null,
-                 "padding_side": "right", "max_length": null},   # MaskPolicy(**policy) rebuilds it
+                 "padding_side": "right", "max_length": null, "prefix": null,
+                 "sinks": null, "chunk": null, "pack": false,
+                 "document_mask": true, "reset_positions": true},  # MaskPolicy(**policy) rebuilds it
       "layers_captured": [0, 5],                      # zero-based, ascending
       "tokens": [["The", "cat", ...], ...],          # per item, T display tokens
       "attention_mask": [[1, 1, ..., 0], ...],       # (B, T) 1 = real token
+      "position_ids": [[0, 1, ...], ...],            # (B, T) the positions the model was given
+      "documents": null,                              # packed: (B, T) text index per token, -1 = pad
       "mask": [[[true, false, ...], ...], ...],      # (B, T, T) True = may attend
       "truncated": [0, ...],                          # tokens cut per text
       "layers": {"0": {"weights": [...]}, ...}       # (B, H, T, T) per captured layer
@@ -35,8 +39,8 @@ from attention_viz.policy import MaskPolicy
 __all__ = ["FORMATS", "export_stem", "to_csv", "to_dataframe", "to_json", "to_npz", "write"]
 
 FORMATS = (".json", ".npz", ".csv")
-# Tables and arrays cannot hold None in an int column; the policy never uses 0 (window and
-# max_length are at least 1), so 0 stands for "off" / "longest" without ambiguity.
+# Tables and arrays cannot hold None in an int column; the policy never uses 0 (window,
+# max_length, prefix, sinks and chunk are at least 1), so 0 stands for "off" / "longest".
 NONE_AS_INT = 0
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -80,7 +84,8 @@ def export_stem(
     Args:
         model_name: ``smollm2``, ``minilm`` or an allowlisted name (``org/model`` gives ``model``).
         layers: the captured layers (zero-based; order and repeats do not matter).
-        policy: the mask policy; ``window`` is left out when off, ``max_length`` None reads ``longest``.
+        policy: the mask policy; ``window``, ``prefix``, ``sinks``, ``chunk`` and packing are left
+            out when off, ``max_length`` None reads ``longest``.
         item: which text of the batch, when the file holds one text only.
     """
     if item is not None and item < 0:
@@ -93,8 +98,16 @@ def export_stem(
         "padding" if policy.padding_mask else "nopadding",
         policy.padding_side,
     ]
-    if policy.window is not None:
-        parts.append(f"window{policy.window}")
+    for name in ("window", "prefix", "sinks", "chunk"):
+        if getattr(policy, name) is not None:
+            parts.append(f"{name}{getattr(policy, name)}")
+    if policy.pack:
+        parts.append("packed")
+        parts += [
+            label
+            for label, on in (("nodocmask", policy.document_mask), ("noreset", policy.reset_positions))
+            if not on
+        ]
     parts.append("longest" if policy.max_length is None else f"len{policy.max_length}")
     return "-".join(parts)
 
@@ -109,6 +122,12 @@ def _policy_columns(result: Capture) -> dict[str, object]:
         "window": NONE_AS_INT if policy.window is None else policy.window,
         "padding_side": policy.padding_side,
         "max_length": NONE_AS_INT if policy.max_length is None else policy.max_length,
+        "prefix": NONE_AS_INT if policy.prefix is None else policy.prefix,
+        "sinks": NONE_AS_INT if policy.sinks is None else policy.sinks,
+        "chunk": NONE_AS_INT if policy.chunk is None else policy.chunk,
+        "pack": policy.pack,
+        "document_mask": policy.document_mask,
+        "reset_positions": policy.reset_positions,
     }
 
 
@@ -120,6 +139,8 @@ def to_json(result: Capture) -> str:
         "layers_captured": sorted(result.layers),
         "tokens": result.tokens,
         "attention_mask": result.attention_mask.tolist(),
+        "position_ids": result.position_ids.tolist(),
+        "documents": None if result.documents is None else result.documents.tolist(),
         "mask": result.mask[:, 0].tolist(),
         "truncated": result.truncated,
         "layers": {
@@ -137,8 +158,11 @@ def to_npz(result: Capture) -> bytes:
         ``model`` 0-d str; ``policy_json`` 0-d str (the policy as in :func:`to_json`);
         ``causal``, ``padding_mask`` 0-d bool; ``window``, ``max_length`` 0-d int
         (0 = no window / pad to the longest text); ``padding_side`` 0-d str;
+        ``prefix``, ``sinks``, ``chunk`` 0-d int (0 = off); ``pack``, ``document_mask``,
+        ``reset_positions`` 0-d bool;
         ``layers`` (L,) int, the captured layers in ascending order;
-        ``tokens`` (B, T) str; ``attention_mask`` (B, T); ``mask`` (B, T, T) bool;
+        ``tokens`` (B, T) str; ``attention_mask``, ``position_ids`` (B, T); ``documents`` (B, T)
+        packed only (text index per token, -1 = padding); ``mask`` (B, T, T) bool;
         ``layer{L}_weights`` / ``layer{L}_scores`` (B, H, T, T) per captured layer.
     """
     arrays = {name: np.array(value) for name, value in _policy_columns(result).items()}
@@ -146,6 +170,9 @@ def to_npz(result: Capture) -> bytes:
     arrays["layers"] = np.array(sorted(result.layers), dtype=np.int64)
     arrays["tokens"] = np.array(result.tokens, dtype=str)
     arrays["attention_mask"] = result.attention_mask.numpy()
+    arrays["position_ids"] = result.position_ids.numpy()
+    if result.documents is not None:
+        arrays["documents"] = result.documents.numpy()
     arrays["mask"] = result.mask[:, 0].numpy()  # (B, T, T)
     for layer, captured in sorted(result.layers.items()):
         arrays[f"layer{layer}_weights"] = captured.weights.numpy()
@@ -200,7 +227,8 @@ def to_dataframe(result: Capture) -> pd.DataFrame:
     """Long format: one row per (item, layer, head, query, key).
 
     Columns: ``model``, ``causal``, ``padding_mask``, ``window`` (0 = no window),
-    ``padding_side``, ``max_length`` (0 = padded to the longest text) repeat the capture's
+    ``padding_side``, ``max_length`` (0 = padded to the longest text), ``prefix``, ``sinks``,
+    ``chunk`` (0 = off), ``pack``, ``document_mask``, ``reset_positions`` repeat the capture's
     settings on every row; then ``item``, ``layer``, ``head``, ``query``, ``key``,
     ``query_token``, ``key_token``, ``weight``. Rows are ordered by layer, item, head, query, key.
 

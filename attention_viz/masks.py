@@ -16,12 +16,15 @@ import torch
 
 __all__ = [
     "as_boolean",
+    "bidirectional_prefix_mask",
     "block_diagonal_mask",
     "causal_mask",
+    "chunked_mask",
     "combine",
     "full_mask",
     "padding_mask",
     "prefix_lm_mask",
+    "sink_mask",
     "sliding_window_mask",
     "to_additive",
     "render_mask",
@@ -143,6 +146,82 @@ def prefix_lm_mask(length: int, prefix: int, device: torch.device | str | None =
         raise ValueError(f"The prefix length cannot be negative, got prefix={prefix}.")
     query, key = _positions(length, device)
     return ((key <= query) | (key < prefix))[None, None]  # (1, 1, T, T)
+
+
+def bidirectional_prefix_mask(
+    positions: torch.Tensor, prefix: int, documents: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The prefix-LM's bidirectional block: tokens of the same document whose positions are both
+    below ``prefix`` see each other, both ways. OR it with :func:`causal_mask` for a prefix-LM.
+
+    For ``positions=[[0, 1, 2, 3, 4]]``, ``prefix=2`` (ORed with causal, it is the drawing of
+    :func:`prefix_lm_mask`)::
+
+        0 ■ ■ ⬚ ⬚ ⬚
+        1 ■ ■ ⬚ ⬚ ⬚
+        2 ⬚ ⬚ ⬚ ⬚ ⬚
+        3 ⬚ ⬚ ⬚ ⬚ ⬚
+        4 ⬚ ⬚ ⬚ ⬚ ⬚
+
+    Args:
+        positions: ``(B, T)`` each token's position within its document.
+        prefix: the prefix length (at least 1).
+        documents: ``(B, T)`` document index of each token, or None (one document per row).
+
+    Shape: returns ``(B, 1, T, T)``.
+    """
+    if prefix < 1:
+        raise ValueError(f"A prefix must be at least 1 token long, got prefix={prefix}.")
+    inside = positions < prefix  # (B, T)
+    allowed = inside[:, :, None] & inside[:, None, :]  # (B, T, T)
+    if documents is not None:
+        allowed = allowed & (documents[:, :, None] == documents[:, None, :])
+    return allowed[:, None]  # (B, 1, T, T)
+
+
+def sink_mask(positions: torch.Tensor, sinks: int) -> torch.Tensor:
+    """Attention sinks: the first ``sinks`` tokens (of each document) are visible to every query.
+    OR it with :func:`sliding_window_mask` for the StreamingLLM policy.
+
+    For ``positions=[[0, 1, 2, 3, 4]]``, ``sinks=1``::
+
+        0 ■ ⬚ ⬚ ⬚ ⬚
+        1 ■ ⬚ ⬚ ⬚ ⬚
+        2 ■ ⬚ ⬚ ⬚ ⬚
+        3 ■ ⬚ ⬚ ⬚ ⬚
+        4 ■ ⬚ ⬚ ⬚ ⬚
+
+    Args:
+        positions: ``(B, T)`` each token's position within its document.
+
+    Shape: returns ``(B, 1, 1, T)``.
+    """
+    if sinks < 1:
+        raise ValueError(f"Give at least 1 sink token, got sinks={sinks}.")
+    return (positions < sinks)[:, None, None, :]  # (B, 1, 1, T)
+
+
+def chunked_mask(positions: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Chunked attention: a token sees only tokens of its own chunk of ``chunk`` positions.
+    AND it with :func:`causal_mask` for chunked causal attention (Llama 4).
+
+    For ``positions=[[0, 1, 2, 3, 4]]``, ``chunk=2``::
+
+        0 ■ ■ ⬚ ⬚ ⬚
+        1 ■ ■ ⬚ ⬚ ⬚
+        2 ⬚ ⬚ ■ ■ ⬚
+        3 ⬚ ⬚ ■ ■ ⬚
+        4 ⬚ ⬚ ⬚ ⬚ ■
+
+    Args:
+        positions: ``(B, T)`` row indices counted from the first real token (``policy.row_positions``).
+
+    Shape: returns ``(B, 1, T, T)``.
+    """
+    if chunk < 1:
+        raise ValueError(f"A chunk must be at least 1 token long, got chunk={chunk}.")
+    index = torch.div(positions, chunk, rounding_mode="floor")  # (B, T)
+    return (index[:, :, None] == index[:, None, :])[:, None]  # (B, 1, T, T)
 
 
 def block_diagonal_mask(segment_ids: torch.Tensor) -> torch.Tensor:

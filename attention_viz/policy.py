@@ -1,20 +1,44 @@
 """A mask policy: which masks are switched on, turned into the one boolean mask that is applied.
 
-The Playground and the real-model capture use the same policy object, so a toggle means the
-same thing everywhere.
+The Playground, the real-model capture, every page, the CLI and the Python API pass this one
+object, so a toggle means the same thing everywhere. The model's own choices (is it causal?)
+are resolved in one place, :meth:`MaskPolicy.for_model`, and the model's default masks (what it
+was trained with) in :meth:`MaskPolicy.model_default`.
+
+How the parts combine (every part is a boolean mask, True = may attend; see :meth:`MaskPolicy.build`)::
+
+    allowed = (causal  OR  bidirectional prefix)        if causal
+          AND (sliding window  OR  attention sinks)     if window
+          AND same chunk                                if chunk
+          AND same document                             if pack and document_mask
+          AND real query AND real key                   if padding_mask
+
+Positions: the window counts row indices; chunks count row indices from the row's first real
+token (left padding does not shift them, as in transformers); the prefix and the sinks count
+real tokens within each document (each packed text has its own prefix and its own sinks, and
+padding, masked or not, is never part of either).
 """
 
 from __future__ import annotations
 
 import numbers
 import reprlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 from attention_viz import masks
+from attention_viz.errors import UserFacingError
 
-__all__ = ["MaskPolicy", "check_flag", "check_whole_number"]
+__all__ = [
+    "NOT_IN_DOCUMENT",
+    "MaskPolicy",
+    "check_flag",
+    "check_prefix",
+    "check_whole_number",
+    "document_positions",
+    "row_positions",
+]
 
 
 def _shown(value: object) -> str:
@@ -42,73 +66,246 @@ def check_whole_number(name: str, value: object, minimum: int | None = None, uni
     return int(value)
 
 
+# The optional widths: field name -> how an error message names it. None = off; at least 1.
+# The document position of a padding token in the masks: beyond any prefix or sink count.
+NOT_IN_DOCUMENT = torch.iinfo(torch.long).max
+
+_WIDTHS = {
+    "window": "window (the sliding-window width)",
+    "max_length": "max_length (the sequence length)",
+    "prefix": "prefix (the bidirectional prefix length)",
+    "sinks": "sinks (the number of attention-sink tokens)",
+    "chunk": "chunk (the chunk size)",
+}
+
+
+def document_positions(attention_mask: torch.Tensor, documents: torch.Tensor | None = None) -> torch.Tensor:
+    """Each token's zero-based position among the real tokens of its own document.
+
+    Without ``documents`` the whole row is one document, so this counts real tokens from the
+    row's first real one (left padding does not shift it). Padding positions get 0.
+
+    Args:
+        attention_mask: ``(B, T)`` 1 for real tokens, 0 for padding.
+        documents: ``(B, T)`` integer document index of each token (packed rows), or None.
+
+    Shape: returns ``(B, T)`` long.
+    """
+    real = attention_mask.bool().long()  # (B, T)
+    count = real.cumsum(-1)  # (B, T): real tokens up to and including this one
+    if documents is None:
+        return (count - 1).clamp(min=0) * real
+    start = torch.ones_like(documents, dtype=torch.bool)
+    start[:, 1:] = documents[:, 1:] != documents[:, :-1]  # (B, T): first token of a document
+    before = count - real  # (B, T): real tokens strictly before; never decreases along the row
+    offset = torch.cummax(torch.where(start, before, torch.zeros_like(before)), dim=-1).values
+    return (count - 1 - offset).clamp(min=0) * real
+
+
+def check_prefix(policy: MaskPolicy, attention_mask: torch.Tensor, documents: torch.Tensor | None) -> None:
+    """Refuse a prefix longer than a text: that text would be wholly bidirectional, not a prefix-LM.
+
+    Args:
+        attention_mask: ``(B, T)`` 1 for real tokens. documents: ``(B, T)`` document index of
+            each token of a packed row (-1 for padding), or None.
+
+    Raises:
+        UserFacingError: naming the prefix and the shortest text's length.
+    """
+    if policy.prefix is None:
+        return
+    if documents is None:
+        lengths = attention_mask.sum(-1).tolist()
+    else:
+        lengths = [int((documents == index).sum()) for index in documents[documents >= 0].unique().tolist()]
+    shortest = min(lengths)
+    if policy.prefix > shortest:
+        raise UserFacingError(
+            f"The prefix ({policy.prefix} tokens) is longer than a text ({shortest} tokens after "
+            "truncation): choose a prefix shorter than every text."
+        )
+
+
+def row_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Row indices counted from the row's first real token, as transformers' chunked masks count
+    them: left padding does not shift the chunks, left pads get negative positions (chunks of
+    their own) and right pads continue the count.
+
+    Args:
+        attention_mask: ``(B, T)`` 1 for real tokens, 0 for padding.
+
+    Shape: returns ``(B, T)`` long.
+    """
+    real = attention_mask.bool()
+    left_pads = (real.long().cumsum(-1) == 0).sum(-1, keepdim=True)  # (B, 1) pads before the first real token
+    return torch.arange(attention_mask.shape[1], device=attention_mask.device)[None] - left_pads  # (B, T)
+
+
 @dataclass(frozen=True)
 class MaskPolicy:
-    """The masks to apply, as the app's toggles set them.
+    """The masks to apply, as the app's toggles and the CLI's flags set them.
 
     Attributes:
-        causal: forbid attending to later tokens.
+        causal: forbid attending to later tokens; None = the model's own choice (decoder: on,
+            encoder: off), resolved by :meth:`for_model`.
         padding_mask: forbid attending to padding tokens, and leave the padding tokens' own
             query rows empty (False simulates a forgotten ``attention_mask``).
         window: if set, only keys within this many positions (causal: before; otherwise: on
-            either side) are visible.
+            either side) are visible, the query itself included.
         padding_side: where padding goes when texts of different lengths are batched.
-        max_length: truncate or pad every item to this many tokens; None = longest item.
+        max_length: truncate or pad every row to this many tokens; None = longest row.
+        prefix: prefix-LM: the first ``prefix`` tokens of each document see each other both
+            ways, the rest causally. Needs the causal mask.
+        sinks: the first ``sinks`` tokens of each document stay visible to every later query
+            beside the sliding window (StreamingLLM). Needs a window.
+        chunk: attention only within fixed chunks of this many tokens (causal within them when
+            the causal mask is on), nothing across them.
+        pack: put every text into one row, one document after another, instead of a padded batch.
+        document_mask: packed: a block-diagonal mask, so no token attends across documents.
+        reset_positions: packed: position ids restart at 0 at each document.
     """
 
-    causal: bool = True  # the decoder default; encoders start from causal=False
+    causal: bool | None = None
     padding_mask: bool = True  # what a correct pipeline does
     window: int | None = None  # None = no sliding window
     padding_side: str = "right"  # "left" or "right"
-    max_length: int | None = None  # None = pad to the longest text
+    max_length: int | None = None  # None = pad to the longest row
+    prefix: int | None = None
+    sinks: int | None = None
+    chunk: int | None = None
+    pack: bool = False
+    document_mask: bool = True
+    reset_positions: bool = True
 
     def __post_init__(self) -> None:
-        check_flag("causal", self.causal)
-        check_flag("padding_mask", self.padding_mask)
+        if self.causal is not None:
+            check_flag("causal", self.causal)
+        for name in ("padding_mask", "pack", "document_mask", "reset_positions"):
+            check_flag(name, getattr(self, name))
         if not isinstance(self.padding_side, str):
             raise TypeError(f"padding_side must be 'left' or 'right', got {_shown(self.padding_side)}.")
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}.")
         # Stored as plain ints, so a numpy integer gives an equal (and equally hashed) policy.
-        if self.window is not None:
-            width = check_whole_number("window (the sliding-window width)", self.window, 1, " token")
-            object.__setattr__(self, "window", width)
-        if self.max_length is not None:
-            length = check_whole_number("max_length (the sequence length)", self.max_length, 1, " token")
-            object.__setattr__(self, "max_length", length)
+        for name, label in _WIDTHS.items():
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, check_whole_number(label, value, 1, " token"))
+        if self.sinks is not None and self.window is None:
+            raise ValueError(
+                "Attention sinks stay visible beside a sliding window (StreamingLLM); set a window "
+                "too (without one, every earlier token is visible anyway)."
+            )
+        if self.prefix is not None and self.causal is False:
+            raise ValueError(
+                "A prefix-LM is causal after its prefix; turn the causal mask on (without it, "
+                "every token already sees the whole text)."
+            )
+        if not self.pack and not (self.document_mask and self.reset_positions):
+            raise ValueError(
+                "document_mask and reset_positions apply to packed texts only; set pack=True "
+                "to pack the texts into one row."
+            )
 
     def with_changes(self, **changes: object) -> MaskPolicy:
-        """A copy with some fields changed."""
+        """A copy with some fields changed (validated like a new policy)."""
         return replace(self, **changes)
 
-    def build(self, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Combine the enabled masks for a batch.
+    def for_model(self, decoder: bool) -> MaskPolicy:
+        """This policy with the model's own choices filled in: ``causal=None`` becomes ``decoder``."""
+        return self if self.causal is not None else replace(self, causal=decoder)
+
+    def model_default(self, decoder: bool) -> MaskPolicy:
+        """The masks the model was trained with, keeping this policy's batching (padding side,
+        length, packing): causal for a decoder, none for an encoder, padding masked, no window,
+        prefix, sinks or chunks; packed texts kept apart with restarted positions."""
+        return MaskPolicy(
+            causal=decoder,
+            padding_side=self.padding_side,
+            max_length=self.max_length,
+            pack=self.pack,
+        )
+
+    @property
+    def is_resolved(self) -> bool:
+        return self.causal is not None
+
+    def changed_fields(self) -> dict[str, object]:
+        """The fields that differ from a fresh ``MaskPolicy()`` (for labels and logs)."""
+        default = MaskPolicy()
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        }
+
+    def build(self, attention_mask: torch.Tensor, documents: torch.Tensor | None = None) -> torch.Tensor:
+        """Combine the enabled masks for a batch (see the module docstring for how).
 
         Args:
             attention_mask: ``(B, T)`` 1 for real tokens, 0 for padding.
+            documents: ``(B, T)`` document index of each token of a packed row (padding: -1);
+                None = one document per row. Needed for the document mask.
 
         Shape: returns a boolean ``(B, 1, T, T)``, True = may attend.
         """
+        if self.causal is None:
+            raise ValueError("Resolve the causal choice first: policy.for_model(decoder).")
         batch, length = attention_mask.shape
         device = attention_mask.device
+        if documents is None and self.pack and self.document_mask:
+            raise ValueError("A packed policy needs the documents of each token to build its mask.")
+        # Padding is in no document: it never joins a prefix or the sinks, even unmasked.
+        real = attention_mask.bool()
+        local = torch.where(real, document_positions(attention_mask, documents), NOT_IN_DOCUMENT)  # (B, T)
+        same_document = masks.block_diagonal_mask(documents) if documents is not None else None
         padding = None
         if self.padding_mask:
             keys = masks.padding_mask(attention_mask)  # (B, 1, 1, T): nobody attends to a pad
             # A pad's own query row means nothing, so it attends to nothing: an empty row, which
             # the reference zeroes. Real rows are unaffected (they never read a pad's output).
             padding = keys & keys.transpose(-1, -2)  # (B, 1, T, T)
+        causal = None
+        if self.causal:
+            causal = masks.causal_mask(length, device)
+            if self.prefix:
+                causal = causal | masks.bidirectional_prefix_mask(local, self.prefix, documents)
+        window = None
+        if self.window:
+            # Two-sided: the causal part above already hides the future (except a prefix's own).
+            window = masks.sliding_window_mask(length, self.window, causal=False, device=device)
+            if self.sinks:
+                window = window | masks.sink_mask(local, self.sinks)
+        chunks = None
+        if self.chunk:
+            chunks = masks.chunked_mask(row_positions(attention_mask), self.chunk)
         combined = masks.combine(
             masks.full_mask(length, device),
-            masks.causal_mask(length, device) if self.causal else None,
+            causal,
+            window,
+            chunks,
+            same_document if self.pack and self.document_mask else None,
             padding,
-            masks.sliding_window_mask(length, self.window, self.causal, device) if self.window else None,
         )
         return combined.expand(batch, 1, length, length)  # (B, 1, T, T)
 
     def describe(self) -> str:
-        """A short human label, e.g. ``causal + padding, window 4``."""
-        parts = [name for name, on in (("causal", self.causal), ("padding", self.padding_mask)) if on]
+        """A short human label, e.g. ``causal + padding, window 4 + 2 sinks, packed``."""
+        causal = "prefix-LM " + str(self.prefix) if self.prefix else "causal"
+        parts = [name for name, on in ((causal, self.causal), ("padding", self.padding_mask)) if on]
         label = " + ".join(parts) if parts else "no mask"
         if self.window:
-            label += f", window {self.window}"
+            label += f", window {self.window}" + (f" + {self.sinks} sinks" if self.sinks else "")
+        if self.chunk:
+            label += f", chunks of {self.chunk}"
+        if self.pack:
+            kept = [
+                name
+                for name, on in (
+                    ("document mask", self.document_mask),
+                    ("position reset", self.reset_positions),
+                )
+                if on
+            ]
+            label += ", packed" + (f" ({' + '.join(kept)})" if kept else " (nothing kept apart)")
         return label

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from attention_viz.policy import document_positions
+
 __all__ = ["PAD", "ToyBatch", "sinusoidal_positions", "tokenize", "toy_batch", "word_vector"]
 
 PAD = "[PAD]"
@@ -67,27 +69,39 @@ class ToyBatch:
         attention_mask: ``(B, T)`` 1 for real tokens, 0 for ``[PAD]``.
         embeddings: ``(B, T, D)`` word vectors plus positions.
         truncated: per sentence, how many tokens were cut off the end.
+        documents: ``(B, T)`` packed: the sentence index of each token (-1 for padding); None
+            when each sentence has a row of its own.
     """
 
     tokens: list[list[str]]
     attention_mask: torch.Tensor
     embeddings: torch.Tensor
     truncated: list[int]
+    documents: torch.Tensor | None = None
 
 
 def toy_batch(
-    sentences: list[str], length: int | None, width: int, seed: int, padding_side: str = "right"
+    sentences: list[str],
+    length: int | None,
+    width: int,
+    seed: int,
+    padding_side: str = "right",
+    pack: bool = False,
+    reset_positions: bool = True,
 ) -> ToyBatch:
     """Tokenise sentences, pad or truncate them to ``length``, and embed them.
 
     Args:
         sentences: one or more non-empty sentences.
-        length: tokens per sentence; None means the longest sentence's length.
+        length: tokens per row; None means the longest sentence's length (packed: all of them).
         width: embedding width ``D`` (even).
         seed: seeds the word vectors.
         padding_side: ``"right"`` or ``"left"``: where ``[PAD]`` tokens go.
+        pack: put every sentence into one row, one after another (``documents`` says whose each
+            token is), instead of one row per sentence.
+        reset_positions: packed: the position signal restarts at 0 at each sentence.
 
-    Shape: ``embeddings`` is ``(B, T, D)``, ``attention_mask`` is ``(B, T)``.
+    Shape: ``embeddings`` is ``(B, T, D)``, ``attention_mask`` and ``documents`` are ``(B, T)``.
     """
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
@@ -97,19 +111,40 @@ def toy_batch(
     if not words or any(not sentence for sentence in words):
         raise ValueError("Every sentence needs at least one word.")
     if length is None:
-        length = max(len(sentence) for sentence in words)
+        length = sum(map(len, words)) if pack else max(len(sentence) for sentence in words)
     if length < 1:
         raise ValueError(f"The sequence length must be at least 1, got {length}.")
 
-    def pad(sentence: list[str]) -> list[str]:
-        padding = [PAD] * (length - len(sentence))
-        return padding + sentence if padding_side == "left" else sentence + padding
+    def pad(row: list, filler: object) -> list:
+        padding = [filler] * (length - len(row))
+        return padding + row if padding_side == "left" else row + padding
 
-    tokens = [pad(sentence[:length]) for sentence in words]
-    truncated = [max(0, len(sentence) - length) for sentence in words]
+    if pack:
+        kept = [
+            sentence[: max(0, length - sum(map(len, words[:index])))] for index, sentence in enumerate(words)
+        ]
+        rows = [[token for sentence in kept for token in sentence]]
+        owners = [[index for index, sentence in enumerate(kept) for _ in sentence]]
+        truncated = [len(sentence) - len(part) for sentence, part in zip(words, kept, strict=True)]
+    else:
+        rows = [sentence[:length] for sentence in words]
+        owners = [[index] * len(row) for index, row in enumerate(rows)]
+        truncated = [max(0, len(sentence) - length) for sentence in words]
+    tokens = [pad(row, PAD) for row in rows]
+    documents = torch.tensor([pad(row, -1) for row in owners])  # (B, T)
     attention_mask = torch.tensor([[int(token != PAD) for token in row] for row in tokens])
     vectors = torch.stack(
         [torch.stack([word_vector(token, width, seed) for token in row]) for row in tokens]
     )  # (B, T, D)
-    embeddings = vectors + POSITION_WEIGHT * sinusoidal_positions(length, width)[None]
-    return ToyBatch(tokens=tokens, attention_mask=attention_mask, embeddings=embeddings, truncated=truncated)
+    if pack and reset_positions:
+        positions = sinusoidal_positions(length, width)[document_positions(attention_mask, documents)]
+    else:
+        positions = sinusoidal_positions(length, width)[None]  # (1, T, D)
+    embeddings = vectors + POSITION_WEIGHT * positions
+    return ToyBatch(
+        tokens=tokens,
+        attention_mask=attention_mask,
+        embeddings=embeddings,
+        truncated=truncated,
+        documents=documents if pack else None,
+    )

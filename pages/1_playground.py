@@ -8,11 +8,19 @@ import streamlit as st
 
 from attention_viz.attention import STAGES
 from attention_viz.figures import escape_markdown, head_grid, mask_figure, stage_range, stage_shows_mask
-from attention_viz.policy import MaskPolicy
 from attention_viz.toy import tokenize
 from ui import cache
-from ui.chrome import display_settings
-from ui.controls import move_row, numbered
+from ui.chrome import display_settings, run_or_stop
+from ui.controls import (
+    batching_params,
+    follow_length,
+    mask_params,
+    more_masks,
+    move_row,
+    numbered,
+    policy_or_stop,
+    window_input,
+)
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 from ui.viewport import column_widths
@@ -34,10 +42,8 @@ STAGE_LABELS = {
 PAGE = "playground"
 PARAMS = [
     Param("pg_text", "text", DEFAULT_TEXT),
-    Param("pg_causal", "causal", True, "bool"),
-    Param("pg_padding", "padding", True, "bool"),
-    Param("pg_side", "side", "right", "choice", choices=("right", "left")),
-    Param("pg_length", "length", None, "int", low=1, high=MAX_SEQUENCE_LENGTH),
+    *mask_params("pg", causal_default=True),  # the toy has no trained choice: causal, as GPT
+    *batching_params("pg", MAX_SEQUENCE_LENGTH),
     Param("pg_heads", "heads", 4, "choice", choices=HEAD_CHOICES),
     Param("pg_width", "width", 32, "choice", choices=WIDTH_CHOICES),
     Param("pg_seed", "seed", 0, "int", low=0, high=10_000),
@@ -80,13 +86,17 @@ if longest == 0:
     st.warning("The sentences have no words. Type a few words.")
     st.stop()
 
+packed = bool(st.session_state.get("pg_pack"))
+rows = 1 if packed else len(sentences)  # packed sentences share one row
 # A shared link or an edited text can leave the chosen sentence out of range.
-clamp_index("pg_item", len(sentences))
-controls = st.columns([1, 1, 2])
+clamp_index("pg_item", rows)
+controls = st.columns([1, 1, 2, 1] if not presentation else [1, 1, 2])
 controls[0].toggle("Causal mask", key="pg_causal", help="Each token sees only itself and earlier tokens.")
 controls[1].toggle("Padding mask", key="pg_padding", help="No token may attend to a [PAD] token.")
-if st.session_state.get("pg_length") is None:
-    st.session_state["pg_length"] = min(longest, MAX_SEQUENCE_LENGTH)
+natural = sum(len(tokenize(sentence)) for sentence in sentences) if packed else longest
+follow_length("pg", natural, MAX_SEQUENCE_LENGTH)
+if not presentation:
+    window_input(controls[3], "pg_window")
 controls[2].slider(
     "Sequence length",
     min_value=1,
@@ -96,11 +106,13 @@ controls[2].slider(
 )
 # The lesson needs these on a projector too: they are never hidden.
 shown_row = st.columns([2, 1, 1])
+row_labels = ["every sentence, packed into one row"] if packed else [sentence[:40] for sentence in sentences]
 shown_row[0].selectbox(
     "Sentence shown",
-    range(len(sentences)),
-    format_func=partial(numbered, [sentence[:40] for sentence in sentences]),
+    range(rows),
+    format_func=partial(numbered, row_labels),
     key="pg_item",
+    disabled=rows == 1,
 )
 shown_row[1].radio(
     "Padding side",
@@ -118,14 +130,18 @@ if not presentation:
         more[2].number_input("Random seed", min_value=0, max_value=10_000, step=1, key="pg_seed")
 item = st.session_state["pg_item"]
 
-policy = MaskPolicy(
-    causal=st.session_state["pg_causal"],
-    padding_mask=st.session_state["pg_padding"],
-    max_length=st.session_state["pg_length"],
-    padding_side=st.session_state["pg_side"],
-)
-result = cache.playground(
-    sentences, policy, st.session_state["pg_heads"], st.session_state["pg_width"], st.session_state["pg_seed"]
+more_masks(st, "pg", pack_key="pg")
+policy = policy_or_stop("pg")
+result = run_or_stop(
+    partial(
+        cache.playground,
+        sentences,
+        policy,
+        st.session_state["pg_heads"],
+        st.session_state["pg_width"],
+        st.session_state["pg_seed"],
+    ),
+    "Computing…",
 )
 
 stage = shown_row[2].radio(
@@ -215,6 +231,9 @@ with columns[1]:
     )
     st.caption("Dark: may attend (M = 0). Grey: masked (M = −∞, weight exactly 0).")
 
-if result.batch.truncated[item]:
-    st.info(f"{result.batch.truncated[item]} token(s) of this sentence were cut by the sequence length.")
+cut = sum(result.batch.truncated) if packed else result.batch.truncated[item]
+if cut:
+    st.info(
+        f"{cut} token(s) of {'the packed sentences' if packed else 'this sentence'} were cut by the sequence length."
+    )
 publish(PAGE, PARAMS)

@@ -76,12 +76,13 @@ policy = page_masks("ex", model_name, loaded, texts, presentation)
 # Out-of-range values (from a shared link or a model switch) fall back to the nearest valid one.
 clamp_index("ex_layer", loaded.num_layers)
 clamp_index("ex_head", loaded.num_heads)
-clamp_index("ex_item", len(texts))
+rows = 1 if policy.pack else len(texts)  # packed texts share one row
+clamp_index("ex_item", rows)
 
 picks = st.columns([3, 1, 1, 2])
 picks[0].slider("Layer", 0, loaded.num_layers - 1, key="ex_layer")
 picks[1].selectbox("Head", range(loaded.num_heads), key="ex_head")
-picks[2].selectbox("Text shown", range(len(texts)), key="ex_item", disabled=len(texts) == 1)
+picks[2].selectbox("Text shown", range(rows), key="ex_item", disabled=rows == 1)
 picks[3].radio("Stage", STAGES, format_func=STAGE_LABELS.get, key="ex_stage", horizontal=True)
 layer, head, item = st.session_state["ex_layer"], st.session_state["ex_head"], st.session_state["ex_item"]
 stage = st.session_state["ex_stage"]

@@ -24,7 +24,10 @@ MIN_TEXTS, MAX_TEXTS = 2, 4
 # Left is the default here: it is what batched generation uses, and under a causal mask it is
 # the side where a forgotten attention_mask lets real tokens see the pads.
 PARAMS = [
-    *(replace(p, default="left") if p.key == "pl_side" else p for p in model_params("pl", DEFAULT_TEXT)),
+    *(
+        replace(p, default="left") if p.key == "pl_side" else p
+        for p in model_params("pl", DEFAULT_TEXT, more=False)
+    ),
     Param("pl_layer", "layer", 0, "int", low=0, high=1000),
     Param("pl_head", "head", 0, "int", low=0, high=1000),
     Param("pl_scale", "scale", "fixed", "choice", choices=SCALES),
@@ -55,7 +58,9 @@ if len(texts) < MIN_TEXTS:
     st.stop()
 
 natural = run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…")
-policy = mask_controls("pl", loaded.decoder, natural, loaded.max_positions, show_window=not presentation)
+policy = mask_controls(
+    "pl", loaded.decoder, natural, loaded.max_positions, show_window=not presentation, more=False
+)
 
 clamp_index("pl_layer", loaded.num_layers)
 clamp_index("pl_head", loaded.num_heads)

@@ -7,15 +7,17 @@ import streamlit as st
 from attention_viz.compare import PRESETS, compare_head, effect_table
 from attention_viz.figures import difference_figure, heatmap, stage_range
 from attention_viz.loading import BUNDLED, DEFAULT_MODEL
-from attention_viz.policy import MaskPolicy
 from ui import cache, presets
 from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
 from ui.controls import (
     CAUSAL_HELP,
-    MAX_WINDOW,
+    batching_params,
     follow_length,
+    mask_params,
     mask_switches,
     model_and_texts,
+    more_masks,
+    policy_or_stop,
     window_input,
 )
 from ui.routing import ensure_app_navigation
@@ -28,21 +30,12 @@ SIDES = presets.SIDES
 PARAMS = [
     Param("cmp_model", "model", DEFAULT_MODEL, "choice", choices=tuple(BUNDLED)),
     Param("cmp_text", "text", DEFAULT_TEXT),
-    Param("cmp_length", "length", None, "int", low=1, high=8192),
-    Param("cmp_side", "side", "right", "choice", choices=("right", "left")),
+    *batching_params("cmp"),
     Param("cmp_layer", "layer", 0, "int", low=0, high=1000),
     Param("cmp_head", "head", 0, "int", low=0, high=1000),
     Param("cmp_item", "item", 0, "int", low=0, high=1000),
-    *(
-        param
-        for side in SIDES
-        for param in (
-            # None = decided below from the model: A does what the model was trained with, B the opposite.
-            Param(f"cmp_{side}_causal", f"{side}_causal", None, "bool"),
-            Param(f"cmp_{side}_padding", f"{side}_padding", True, "bool"),
-            Param(f"cmp_{side}_window", f"{side}_window", 0, "int", low=0, high=MAX_WINDOW),
-        )
-    ),
+    # Causal None = decided below from the model: A does what the model was trained with, B the opposite.
+    *(param for side in SIDES for param in mask_params(f"cmp_{side}", f"{side}_")),
 ]
 
 
@@ -56,7 +49,7 @@ st.caption(
 )
 show_notes(notes)
 
-examples = st.columns([1.1, 1.4, 1.6, 1.4, 0.5], vertical_alignment="center")
+examples = st.columns([1.0, 1.3, 1.5, 1.3, 1.7], vertical_alignment="center")
 examples[0].markdown("**Try an example:**")
 for column, (name, preset) in zip(examples[1:], PRESETS.items(), strict=False):
     column.button(
@@ -71,7 +64,7 @@ if st.session_state.get("cmp_text_before_preset") is not None:
     typed = st.session_state["cmp_text_before_preset"]
     note, undo = st.columns([4, 1], vertical_alignment="center")
     note.info(
-        "The example replaced your text with texts of different lengths (to show padding). "
+        "The example replaced your text with texts of different lengths (to show padding or packing). "
         f"Your text ({len(typed.splitlines())} line(s)) is kept: put it back with the button."
     )
     undo.button(
@@ -85,12 +78,16 @@ if not texts:
 for side, own in zip(SIDES, (loaded.decoder, not loaded.decoder), strict=True):
     if st.session_state.get(f"cmp_{side}_causal") is None:
         st.session_state[f"cmp_{side}_causal"] = own
+packed = bool(st.session_state.get("cmp_pack"))
 follow_length(
-    "cmp", run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…"), loaded.max_positions
+    "cmp",
+    run_or_stop(lambda: cache.token_count(model_name, texts, packed), "Tokenising…"),
+    loaded.max_positions,
 )
+rows = 1 if packed else len(texts)  # packed texts share one row
 clamp_index("cmp_layer", loaded.num_layers)
 clamp_index("cmp_head", loaded.num_heads)
-clamp_index("cmp_item", len(texts))
+clamp_index("cmp_item", rows)
 
 shared = st.columns([3, 3, 1, 1, 2])
 shared[0].slider(
@@ -102,25 +99,26 @@ shared[0].slider(
 )
 shared[1].slider("Layer", 0, loaded.num_layers - 1, key="cmp_layer")
 shared[2].selectbox("Head", range(loaded.num_heads), key="cmp_head")
-shared[3].selectbox("Text shown", range(len(texts)), key="cmp_item", disabled=len(texts) == 1)
+shared[3].selectbox("Text shown", range(rows), key="cmp_item", disabled=rows == 1)
 shared[4].radio("Padding side", ("right", "left"), key="cmp_side", horizontal=True)
+shared[4].toggle(
+    "Pack the texts into one row",
+    key="cmp_pack",
+    help="Both sides pack every line into one row, one document after another; each side chooses "
+    "its own document mask and position reset under More masks.",
+)
 layer, head, item = st.session_state["cmp_layer"], st.session_state["cmp_head"], st.session_state["cmp_item"]
 
 controls = st.columns(3)
-policies: dict[str, MaskPolicy] = {}
+policies = {}
 for side, column in zip(SIDES, controls, strict=False):
     with column:
         st.subheader(f"Policy {side.upper()}")
         # One above the other: side by side, a third of the page cuts their labels.
         mask_switches(st, st, f"cmp_{side}_causal", f"cmp_{side}_padding", CAUSAL_HELP)
         window_input(st, f"cmp_{side}_window")
-        policies[side] = MaskPolicy(
-            causal=bool(st.session_state[f"cmp_{side}_causal"]),
-            padding_mask=bool(st.session_state[f"cmp_{side}_padding"]),
-            window=int(st.session_state[f"cmp_{side}_window"] or 0) or None,
-            padding_side=st.session_state["cmp_side"],
-            max_length=int(st.session_state["cmp_length"]),
-        )
+        more_masks(st, f"cmp_{side}")
+        policies[side] = policy_or_stop(f"cmp_{side}", "cmp")
 
 captures = {
     side.upper(): run_or_stop(lambda policy=policy: cache.capture(model_name, texts, (layer,), policy))

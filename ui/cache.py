@@ -12,6 +12,7 @@ from attention_viz.capture import Capture, effect_of
 from attention_viz.capture import capture as run_capture
 from attention_viz.effect import OutputEffect
 from attention_viz.loading import LoadedModel, load_model
+from attention_viz.packing import PackingCheck, packing_check
 from attention_viz.playground import PlaygroundResult, run_playground
 from attention_viz.policy import MaskPolicy
 from attention_viz.stats import head_statistics
@@ -41,17 +42,8 @@ def model(name: str) -> LoadedModel:
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
 def capture(model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], policy: MaskPolicy) -> Capture:
     """Cached :func:`attention_viz.capture.capture` on the shared model."""
-    return run_capture(
-        model(model_name),
-        list(texts),
-        layers=list(layers),
-        causal=policy.causal,
-        padding_mask=policy.padding_mask,
-        padding_side=policy.padding_side,
-        window=policy.window,
-        max_length=policy.max_length,
-        effect=False,  # measured separately (effect below), so the heatmaps never wait for it
-    )
+    # The output effect is measured separately (effect below), so the heatmaps never wait for it.
+    return run_capture(model(model_name), list(texts), layers=list(layers), policy=policy, effect=False)
 
 
 @st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
@@ -68,6 +60,13 @@ def statistics(model_name: str, texts: tuple[str, ...], policy: MaskPolicy):
 
 
 @st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
-def token_count(model_name: str, texts: tuple[str, ...]) -> int:
-    """Tokens in the longest text, before any truncation."""
-    return max(len(ids) for ids in model(model_name).tokenize(texts, truncation=False)["input_ids"])
+def token_count(model_name: str, texts: tuple[str, ...], packed: bool = False) -> int:
+    """Tokens in the longest text (packed: in all of them), before any truncation."""
+    counts = [len(ids) for ids in model(model_name).tokenize(texts, truncation=False)["input_ids"]]
+    return sum(counts) if packed else max(counts)
+
+
+@st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def packing(model_name: str, texts: tuple[str, ...]) -> PackingCheck:
+    """Cached :func:`attention_viz.packing.packing_check` on the shared model."""
+    return packing_check(model(model_name), list(texts))

@@ -15,19 +15,165 @@ from ui.chrome import model_or_stop, run_or_stop
 from ui.state import Param
 
 MAX_WINDOW = 512
+# Prefix, sinks and chunk widths a control accepts (0 = off); longer ones are refused by the link reader.
+MAX_PART = 8192
 
 
-def model_params(prefix: str, default_text: str) -> list[Param]:
-    """URL-backed state for the model, the texts and the masks of a model page."""
+def mask_params(key: str, url: str = "", causal_default: bool | None = None) -> list[Param]:
+    """URL-backed state for the masks of one policy: a page's (``url=""``) or one side of Compare
+    (``url="a_"``). Widths are 0 when off, as the number inputs show them."""
     return [
+        Param(f"{key}_causal", f"{url}causal", causal_default, "bool"),
+        Param(f"{key}_padding", f"{url}padding", True, "bool"),
+        Param(f"{key}_window", f"{url}window", 0, "int", low=0, high=MAX_WINDOW),
+        Param(f"{key}_prefix_lm", f"{url}prefix", 0, "int", low=0, high=MAX_PART),
+        Param(f"{key}_sinks", f"{url}sinks", 0, "int", low=0, high=MAX_PART),
+        Param(f"{key}_chunk", f"{url}chunk", 0, "int", low=0, high=MAX_PART),
+        Param(f"{key}_docmask", f"{url}docmask", True, "bool"),
+        Param(f"{key}_reset", f"{url}reset", True, "bool"),
+    ]
+
+
+def batching_params(key: str, max_length: int = 8192) -> list[Param]:
+    """URL-backed state for how texts become rows: padding side, length, packing."""
+    return [
+        Param(f"{key}_side", "side", "right", "choice", choices=("right", "left")),
+        Param(f"{key}_length", "length", None, "int", low=1, high=max_length),
+        Param(f"{key}_pack", "pack", False, "bool"),
+    ]
+
+
+# The parts only :func:`more_masks` draws; a page without it leaves them out of its state.
+MORE_PARTS = ("prefix_lm", "sinks", "chunk", "docmask", "reset", "pack")
+
+
+def model_params(prefix: str, default_text: str, more: bool = True) -> list[Param]:
+    """URL-backed state for the model, the texts and the masks of a model page (with ``more``,
+    the parts of :func:`more_masks` too)."""
+    params = [
         Param(f"{prefix}_model", "model", DEFAULT_MODEL, "choice", choices=tuple(BUNDLED)),
         Param(f"{prefix}_text", "text", default_text),
-        Param(f"{prefix}_causal", "causal", None, "bool"),
-        Param(f"{prefix}_padding", "padding", True, "bool"),
-        Param(f"{prefix}_side", "side", "right", "choice", choices=("right", "left")),
-        Param(f"{prefix}_length", "length", None, "int", low=1, high=8192),
-        Param(f"{prefix}_window", "window", 0, "int", low=0, high=MAX_WINDOW),
+        *mask_params(prefix),
+        *batching_params(prefix),
     ]
+    return [param for param in params if more or param.key.removeprefix(f"{prefix}_") not in MORE_PARTS]
+
+
+def reset_more_masks(key: str) -> None:
+    """Switch off the parts :func:`more_masks` draws for one policy (for example buttons)."""
+    for name, off in (("prefix_lm", 0), ("sinks", 0), ("chunk", 0), ("docmask", True), ("reset", True)):
+        st.session_state[f"{key}_{name}"] = off
+
+
+def policy_from_state(key: str, batch_key: str | None = None) -> MaskPolicy:
+    """The :class:`MaskPolicy` the controls of ``key`` (masks) and ``batch_key`` (batching) set.
+
+    The one place where a widget's 0 becomes None ("off"). A part whose control is disabled
+    (sinks without a window, a prefix without the causal mask, document parts without packing)
+    is left out, so a combination the controls cannot make never reaches the policy.
+    """
+    state = st.session_state
+    batch_key = batch_key or key
+
+    def width(name: str) -> int | None:
+        return int(state.get(f"{key}_{name}") or 0) or None
+
+    causal = bool(state[f"{key}_causal"])
+    window = width("window")
+    pack = bool(state.get(f"{batch_key}_pack", False))
+    length = state.get(f"{batch_key}_length")
+    return MaskPolicy(
+        causal=causal,
+        padding_mask=bool(state[f"{key}_padding"]),
+        window=window,
+        padding_side=state.get(f"{batch_key}_side", "right"),
+        max_length=None if length is None else int(length),
+        prefix=width("prefix_lm") if causal else None,
+        sinks=width("sinks") if window else None,
+        chunk=width("chunk"),
+        pack=pack,
+        document_mask=bool(state.get(f"{key}_docmask", True)) or not pack,
+        reset_positions=bool(state.get(f"{key}_reset", True)) or not pack,
+    )
+
+
+def more_masks(slot, key: str, pack_key: str | None = None, expanded: bool | None = None) -> None:
+    """The ``More masks`` expander: prefix-LM, attention sinks, chunks and packed documents.
+
+    Args:
+        slot: where to draw it (a column or ``st``).
+        key: the policy's state prefix (``ex``, ``cmp_a``, ...).
+        pack_key: the state prefix of the ``Pack texts into one row`` switch; None when the page
+            draws that switch elsewhere (Compare shares it between its two sides).
+        expanded: open it; None = open when one of its parts is on.
+    """
+    state = st.session_state
+    parts_on = any(state.get(f"{key}_{name}") for name in ("prefix_lm", "sinks", "chunk"))
+    packed_key = pack_key or key
+    if expanded is None:
+        expanded = parts_on or bool(state.get(f"{packed_key}_pack"))
+    with slot.expander("More masks: prefix-LM, sinks, chunks, packing", expanded=expanded):
+        causal, window = bool(state.get(f"{key}_causal")), bool(state.get(f"{key}_window"))
+        widths = st.columns(3)
+        widths[0].number_input(
+            "Prefix-LM (tokens)",
+            min_value=0,
+            max_value=MAX_PART,
+            step=1,
+            key=f"{key}_prefix_lm",
+            disabled=not causal,
+            help="0 = off. The first P tokens of each text see each other both ways; the rest stay "
+            "causal (T5, PaliGemma). Needs the causal mask.",
+        )
+        widths[1].number_input(
+            "Attention sinks (tokens)",
+            min_value=0,
+            max_value=MAX_PART,
+            step=1,
+            key=f"{key}_sinks",
+            disabled=not window,
+            help="0 = off. The first S tokens of each text stay visible to every query beside the "
+            "sliding window (StreamingLLM). Needs a sliding window.",
+        )
+        widths[2].number_input(
+            "Chunk size (tokens)",
+            min_value=0,
+            max_value=MAX_PART,
+            step=1,
+            key=f"{key}_chunk",
+            help="0 = off. Tokens attend only within their own chunk of C tokens (causally, with the "
+            "causal mask on), nothing across chunks (Llama 4).",
+        )
+        if pack_key is not None:
+            st.toggle(
+                "Pack the texts into one row",
+                key=f"{pack_key}_pack",
+                help="Every line becomes a document in one row, one after another, as packed "
+                "training batches do, instead of one padded row per text.",
+            )
+        packed = bool(state.get(f"{packed_key}_pack"))
+        switches = st.columns(2)
+        switches[0].toggle(
+            "Document mask",
+            key=f"{key}_docmask",
+            disabled=not packed,
+            help="Packed: a block-diagonal mask, so no token attends to another document. Off: "
+            "cross-document contamination.",
+        )
+        switches[1].toggle(
+            "Restart positions per document",
+            key=f"{key}_reset",
+            disabled=not packed,
+            help="Packed: position ids restart at 0 at each document, as each text alone would "
+            "have them. Off: positions run on across the row.",
+        )
+        ignored = []
+        if state.get(f"{key}_prefix_lm") and not causal:
+            ignored.append("the prefix (it needs the causal mask)")
+        if state.get(f"{key}_sinks") and not window:
+            ignored.append("the sinks (they need a sliding window)")
+        if ignored:
+            st.caption("Ignored for now: " + " and ".join(ignored) + ".")
 
 
 def numbered(labels: Sequence[str], index: int) -> str:
@@ -139,8 +285,10 @@ def mask_controls(
     max_length: int,
     show_window: bool = True,
     show_side: bool = True,
+    more: bool = True,
 ) -> MaskPolicy:
-    """Draw ``Causal mask``, ``Padding mask``, ``Sequence length`` (and window, padding side).
+    """Draw ``Causal mask``, ``Padding mask``, ``Sequence length`` (and window, padding side,
+    and with ``more`` the :func:`more_masks` expander).
 
     The causal toggle starts at the model's own choice; the sequence length follows the text's
     length until the user moves it.
@@ -171,13 +319,19 @@ def mask_controls(
         window_input(columns[3], f"{prefix}_window")
     if show_side:
         st.radio("Padding side", ("right", "left"), key=f"{prefix}_side", horizontal=True)
-    return MaskPolicy(
-        causal=bool(st.session_state[causal_key]),
-        padding_mask=bool(st.session_state[f"{prefix}_padding"]),
-        window=int(st.session_state.get(f"{prefix}_window") or 0) or None,
-        padding_side=st.session_state.get(f"{prefix}_side", "right"),
-        max_length=int(st.session_state[length_key]),
-    )
+    if more:
+        more_masks(st, prefix, pack_key=prefix)
+    return policy_or_stop(prefix)
+
+
+def policy_or_stop(key: str, batch_key: str | None = None) -> MaskPolicy:
+    """:func:`policy_from_state`, or one clear line and a stopped page if the values cannot make a
+    policy (only a hand-edited link can get there: the controls keep combinations valid)."""
+    try:
+        return policy_from_state(key, batch_key)
+    except (TypeError, ValueError) as error:
+        st.error(str(error))
+        st.stop()
 
 
 def page_masks(
@@ -185,7 +339,8 @@ def page_masks(
 ) -> MaskPolicy:
     """:func:`mask_controls` for a model page: the length follows the texts' token count, and
     presentation mode hides the window and padding-side controls."""
-    natural = run_or_stop(lambda: cache.token_count(model_name, texts), "Tokenising…")
+    packed = bool(st.session_state.get(f"{prefix}_pack"))
+    natural = run_or_stop(lambda: cache.token_count(model_name, texts, packed), "Tokenising…")
     return mask_controls(
         prefix,
         loaded.decoder,

@@ -11,7 +11,7 @@ import streamlit as st
 from attention_viz.compare import PRESETS, shortest_text, with_shorter_text
 from attention_viz.loading import BUNDLED
 from attention_viz.settings import load_settings
-from ui.controls import texts_of
+from ui.controls import reset_more_masks, texts_of
 
 SIDES = ("a", "b")
 
@@ -23,8 +23,11 @@ def apply_preset(name: str) -> None:
     for side, choice in zip(SIDES, (preset.a, preset.b), strict=True):
         st.session_state[f"cmp_{side}_causal"] = decoder if choice.causal is None else choice.causal
         st.session_state[f"cmp_{side}_padding"] = choice.padding_mask
-        st.session_state[f"cmp_{side}_window"] = choice.window
+        st.session_state[f"cmp_{side}_window"] = choice.window or 0  # the widget: 0 = off
+        reset_more_masks(f"cmp_{side}")
+        st.session_state[f"cmp_{side}_docmask"] = choice.document_mask
     st.session_state["cmp_side"] = preset.padding_side
+    st.session_state["cmp_pack"] = preset.pack
     if preset.needs_padding:
         typed = st.session_state["cmp_text"]
         texts = with_shorter_text(texts_of(typed), most=load_settings().max_texts)
