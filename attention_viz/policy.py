@@ -13,10 +13,11 @@ How the parts combine (every part is a boolean mask, True = may attend; see :met
           AND same document                             if pack and document_mask
           AND real query AND real key                   if padding_mask
 
-Positions: the window counts row indices; chunks count row indices from the row's first real
-token (left padding does not shift them, as in transformers); the prefix and the sinks count
-real tokens within each document (each packed text has its own prefix and its own sinks, and
-padding, masked or not, is never part of either).
+Positions: the window counts row indices. Chunks count from the row's first real token (left
+padding does not shift them, as in transformers; left pads fall before chunk 0, right pads after
+the last); packed texts whose positions restart also restart their chunks, as transformers
+remaps a packed row. The prefix and the sinks count the real tokens of each document: each
+packed text has its own; padding, masked or not, is never part of either.
 """
 
 from __future__ import annotations
@@ -278,7 +279,15 @@ class MaskPolicy:
                 window = window | masks.sink_mask(local, self.sinks)
         chunks = None
         if self.chunk:
-            chunks = masks.chunked_mask(row_positions(attention_mask), self.chunk)
+            # Chunks follow the positions the model is given: packed texts whose positions restart
+            # restart their chunks too (transformers remaps packed rows the same way); padding
+            # keeps the row count, so it never joins a chunk of real tokens ahead of it.
+            chunk_positions = row_positions(attention_mask)
+            if self.pack and self.reset_positions:
+                chunk_positions = torch.where(
+                    real, document_positions(attention_mask, documents), chunk_positions
+                )
+            chunks = masks.chunked_mask(chunk_positions, self.chunk)
         combined = masks.combine(
             masks.full_mask(length, device),
             causal,

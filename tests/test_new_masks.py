@@ -50,7 +50,8 @@ def loop_policy(policy: MaskPolicy, attention_mask: list[list[int]], documents: 
           AND real query AND real key if padding_mask
 
     The window counts row indices; the chunks count from the row's first real token, so left
-    pads do not shift them (as transformers' chunked mask does: row index minus left pads);
+    pads do not shift them (as transformers' chunked mask does: row index minus left pads), and
+    restart at each packed text whose positions restart (real tokens only);
     the prefix and the sinks count the real tokens of each document. A pad belongs to no
     document, so it is never part of a prefix nor a sink.
     """
@@ -68,6 +69,9 @@ def loop_policy_row(policy: MaskPolicy, real: list[int], owner: list[int]) -> li
     local = loop_document_positions([real], [owner])[0]
     left_pads = next((i for i, r in enumerate(real) if r), length)
     counted = [i - left_pads for i in range(length)]
+    if policy.pack and policy.reset_positions:
+        # Packed texts with restarted positions restart their chunks too (padding keeps the row count).
+        counted = [local[i] if real[i] else counted[i] for i in range(length)]
 
     def in_prefix(i: int) -> bool:
         return bool(real[i]) and local[i] < policy.prefix
