@@ -17,6 +17,7 @@ PAGES = [
     st.Page("pages/4_head_gallery.py", title="Head gallery", icon=":material/grid_view:"),
     st.Page("pages/5_compare.py", title="Compare", icon=":material/compare:"),
     st.Page("pages/6_packing_check.py", title="Packing check", icon=":material/view_stream:"),
+    st.Page("pages/7_mask_check.py", title="Mask check", icon=":material/grid_on:"),
 ]
 
 st.navigation(PAGES).run()

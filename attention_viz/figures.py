@@ -45,12 +45,15 @@ __all__ = [
     "FigureStyle",
     "HOVER_CELL_LIMIT",
     "PALETTES",
+    "PARITY_KINDS",
     "SINGLE_HOVER_CELL_LIMIT",
     "ValueRange",
     "difference_figure",
     "head_grid",
     "heatmap",
     "mask_figure",
+    "parity_figure",
+    "parity_kinds",
     "row_figure",
     "stage_range",
     "token_labels",
@@ -782,6 +785,85 @@ def mask_figure(
     _style_axes(figure, layout, labels, labels, image, 1, [1], [1], tick)
     if highlight_row is not None:
         _highlight(figure, highlight_row, 1)
+    figure.update_layout(
+        title={"text": title, "font": {"size": style.font_size + 1}},
+        width=layout.width,
+        height=layout.height,
+        margin=layout.margin,
+        font={"size": style.font_size},
+        plot_bgcolor="white",
+    )
+    return figure
+
+
+# (label, colour) of each kind of cell in :func:`parity_figure`, by code 0..4.
+PARITY_KINDS = (
+    ("both masked", "#f1f3f5"),
+    ("both may attend", "#1f2937"),
+    ("only ours may attend", "#e03131"),
+    ("only transformers may attend", "#1971c2"),
+    ("padding query row (by convention)", MASKED_COLOUR),
+)
+
+
+def parity_kinds(ours: torch.Tensor, theirs: torch.Tensor, by_convention: torch.Tensor) -> np.ndarray:
+    """Each cell's code in :data:`PARITY_KINDS`.
+
+    Shape: ``ours``, ``theirs``, ``by_convention`` are ``(T, T)`` bool; returns ``(T, T)`` int.
+    """
+    ours_np, theirs_np = ours.cpu().numpy(), theirs.cpu().numpy()
+    kinds = np.where(ours_np & theirs_np, 1, 0)
+    kinds = np.where(ours_np & ~theirs_np, 2, kinds)
+    kinds = np.where(~ours_np & theirs_np, 3, kinds)
+    return np.where(by_convention.cpu().numpy(), 4, kinds)
+
+
+def parity_figure(
+    ours: torch.Tensor,
+    theirs: torch.Tensor,
+    by_convention: torch.Tensor,
+    tokens: list[str],
+    title: str = "",
+    style: FigureStyle = FigureStyle(),
+    *,
+    width_px: float | None = None,
+) -> go.Figure:
+    """Our mask beside transformers' own in one picture: dark where both let a query attend,
+    light where both mask, red where only ours lets it, blue where only transformers' does, and
+    grey for padding query rows that differ by convention. Hover names the cell's kind.
+
+    Shape: ``ours``, ``theirs``, ``by_convention`` are ``(T, T)`` bool (True = may attend / excused).
+    """
+    labels = token_labels(tokens)
+    kinds = parity_kinds(ours, theirs, by_convention)  # (T, T)
+    tick = style.tick_size
+    if width_px is None:
+        width_px = _default_width(len(tokens), style)
+    layout = frame(
+        tokens, tokens, width_px, tick, colorbar=False, title_px=(style.font_size + 1) * 1.8 if title else 0.0
+    )
+    count = len(PARITY_KINDS)
+    colorscale = []
+    for code, (_, colour) in enumerate(PARITY_KINDS):
+        colorscale += [[code / count, colour], [(code + 1) / count, colour]]
+    names = np.array([name for name, _ in PARITY_KINDS], dtype=object)[kinds]
+    gap = 1 if len(tokens) <= 64 else 0
+    figure = go.Figure(
+        go.Heatmap(
+            z=kinds + 0.5,  # the middle of each kind's colour band
+            x=labels,
+            y=labels,
+            zmin=0,
+            zmax=count,
+            text=names.tolist(),
+            colorscale=colorscale,
+            showscale=False,
+            hovertemplate="query %{y}<br>key %{x}<br>%{text}<extra></extra>",
+            xgap=gap,
+            ygap=gap,
+        )
+    )
+    _style_axes(figure, layout, labels, labels, False, 1, [1], [1], tick)
     figure.update_layout(
         title={"text": title, "font": {"size": style.font_size + 1}},
         width=layout.width,

@@ -12,6 +12,7 @@ from attention_viz.capture import Capture, effect_of
 from attention_viz.capture import capture as run_capture
 from attention_viz.effect import OutputEffect
 from attention_viz.loading import LoadedModel, load_model
+from attention_viz.mask_check import MaskCheck, mask_check
 from attention_viz.packing import PackingCheck, packing_check
 from attention_viz.playground import PlaygroundResult, run_playground
 from attention_viz.policy import MaskPolicy
@@ -70,3 +71,11 @@ def token_count(model_name: str, texts: tuple[str, ...], packed: bool = False) -
 def packing(model_name: str, texts: tuple[str, ...]) -> PackingCheck:
     """Cached :func:`attention_viz.packing.packing_check` on the shared model."""
     return packing_check(model(model_name), list(texts))
+
+
+@st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def masks(
+    model_name: str, texts: tuple[str, ...], policy: MaskPolicy, block_size: int, item: int
+) -> MaskCheck:
+    """Cached :func:`attention_viz.mask_check.mask_check` (masks only: the model does not run)."""
+    return mask_check(model(model_name), list(texts), policy, block_size, item)
