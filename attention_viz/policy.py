@@ -240,6 +240,31 @@ class MaskPolicy:
             if getattr(self, f.name) != getattr(default, f.name)
         }
 
+    def part_positions(
+        self, attention_mask: torch.Tensor, documents: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The positions the prefix and sinks count, and the positions chunks count (one rule for
+        :meth:`build` and the FlexAttention ``mask_mod`` of :mod:`attention_viz.blocks`).
+
+        Prefix and sinks: real tokens within each document; padding is ``NOT_IN_DOCUMENT``, in
+        no prefix and no sinks, even unmasked. Chunks follow the positions the model is given:
+        :func:`row_positions`, except that packed texts whose positions restart restart their
+        chunks too (transformers remaps a packed row the same way); padding keeps the row count,
+        so it never joins a chunk of real tokens ahead of it.
+
+        Args:
+            attention_mask: ``(B, T)`` 1 for real tokens. documents: ``(B, T)`` or None.
+
+        Shape: returns two ``(B, T)`` long tensors.
+        """
+        real = attention_mask.bool()
+        within = document_positions(attention_mask, documents)  # (B, T)
+        local = torch.where(real, within, NOT_IN_DOCUMENT)
+        chunk_positions = row_positions(attention_mask)
+        if self.pack and self.reset_positions:
+            chunk_positions = torch.where(real, within, chunk_positions)
+        return local, chunk_positions
+
     def build(self, attention_mask: torch.Tensor, documents: torch.Tensor | None = None) -> torch.Tensor:
         """Combine the enabled masks for a batch (see the module docstring for how).
 
@@ -256,9 +281,7 @@ class MaskPolicy:
         device = attention_mask.device
         if documents is None and self.pack and self.document_mask:
             raise ValueError("A packed policy needs the documents of each token to build its mask.")
-        # Padding is in no document: it never joins a prefix or the sinks, even unmasked.
-        real = attention_mask.bool()
-        local = torch.where(real, document_positions(attention_mask, documents), NOT_IN_DOCUMENT)  # (B, T)
+        local, chunk_positions = self.part_positions(attention_mask, documents)  # (B, T) each
         same_document = masks.block_diagonal_mask(documents) if documents is not None else None
         padding = None
         if self.padding_mask:
@@ -279,14 +302,6 @@ class MaskPolicy:
                 window = window | masks.sink_mask(local, self.sinks)
         chunks = None
         if self.chunk:
-            # Chunks follow the positions the model is given: packed texts whose positions restart
-            # restart their chunks too (transformers remaps packed rows the same way); padding
-            # keeps the row count, so it never joins a chunk of real tokens ahead of it.
-            chunk_positions = row_positions(attention_mask)
-            if self.pack and self.reset_positions:
-                chunk_positions = torch.where(
-                    real, document_positions(attention_mask, documents), chunk_positions
-                )
             chunks = masks.chunked_mask(chunk_positions, self.chunk)
         combined = masks.combine(
             masks.full_mask(length, device),
