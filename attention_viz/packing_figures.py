@@ -24,7 +24,7 @@ def cross_mass_figure(mass: torch.Tensor, title: str, style: FigureStyle, width_
     values = mass.detach().float().numpy()
     layers, heads = values.shape
     cell = max(8.0, min(40.0, (width_px - 160) / max(heads, 1), 700 / max(layers, 1)))
-    height = int(cell * layers + 120)
+    height = int(cell * layers + 110 + 2 * style.font_size)
     hover = np.vectorize(lambda value: f"{value:.4f}")(values)  # exact text, independent of rounding
     figure = go.Figure(
         go.Heatmap(
@@ -41,10 +41,10 @@ def cross_mass_figure(mass: torch.Tensor, title: str, style: FigureStyle, width_
         )
     )
     figure.update_layout(
-        title={"text": title, "font": {"size": style.font_size + 2}},
+        title={"text": title, "font": {"size": style.font_size + 2}, "y": 0.995, "yanchor": "top"},
         width=int(width_px),
         height=height,
-        margin={"l": 80, "r": 20, "t": 50, "b": 40},
+        margin={"l": 80, "r": 20, "t": 50 + 2 * style.font_size, "b": 30},
         font={"size": style.font_size},
         yaxis={"autorange": "reversed", "tickfont": {"size": style.tick_size}},
         xaxis={"side": "top", "tickfont": {"size": style.tick_size}},

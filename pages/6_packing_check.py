@@ -18,6 +18,7 @@ DEFAULT_TEXT = (
     "The cat sat on the mat because it was tired.\nParis is the capital of France.\nTwo plus two is four."
 )
 LABELS = tuple(label for label, _, _ in VARIANTS)
+TABLE_ROW_PX = 35  # st.dataframe's row height
 PARAMS = [
     *(param for param in model_params("pk", DEFAULT_TEXT) if param.key in ("pk_model", "pk_text")),
     Param("pk_variant", "variant", LABELS[-1], "choice", choices=LABELS),
@@ -98,6 +99,7 @@ show_table(
     presentation,
     "pk_drift",
     hide_index=True,
+    height=TABLE_ROW_PX * (len(VARIANTS) * len(texts) + 1) + 3,  # every row, no scrolling
     column_config={
         f"max |Δ| {'logits' if check.decoder else 'hidden states'}": st.column_config.NumberColumn(
             format="%.2e"

@@ -63,7 +63,7 @@ check = run_or_stop(
 publish(PAGE, PARAMS)
 
 parity, item = check.parity, check.item
-st.subheader("Our mask against transformers' own")
+st.subheader(f"Our mask against transformers' own · {check.policy.describe()}")
 built_with = ", ".join(literal(source) for source in parity.sources)
 if parity.equal:
     st.success(
@@ -99,7 +99,7 @@ with left:
                 parity.theirs[item, 0],
                 parity.by_convention[item, 0],
                 tokens,
-                title=f"Text {item}: {check.policy.describe()}",
+                title="Packed row" if check.policy.pack else f"Text {item}",
                 style=style,
                 width_px=widths[0],
             ),
