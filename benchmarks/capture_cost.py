@@ -17,7 +17,7 @@ Target: the capture within 1.25× of the plain forward at N = 2048.
 
 How it is measured:
 
-* **Inputs.** One long English text, cut to exactly N tokens by ``capture(..., max_length=N)``
+* **Inputs.** One long English text, cut to exactly N tokens by ``capture(..., policy=MaskPolicy(max_length=N))``
   (``encode`` truncates to N and pads to N; the text is longer than N, so nothing is padded).
   The baselines get the very same ``input_ids`` and ``position_ids``, prepared with ``encode``
   and ``position_ids_for`` under the policy the capture builds.
@@ -166,13 +166,13 @@ def long_text(tokenizer, tokens: int) -> str:
 
 
 def prepare(model: LoadedModel, length: int) -> Inputs:
-    """Tokens, positions and masks exactly as ``capture(model, text, max_length=length)`` makes them."""
+    """Tokens, positions and masks exactly as ``capture(model, text, policy=MaskPolicy(max_length=length))`` makes them."""
     text = long_text(model.tokenizer, length)
-    policy = MaskPolicy(causal=model.decoder, max_length=length)  # capture()'s defaults
+    policy = MaskPolicy(max_length=length).for_model(model.decoder)  # as capture() resolves it
     encoded = encode(model, [text], policy)
     real = int(encoded.attention_mask.sum())
     assert real == length, f"expected {length} real tokens and no padding, got {real}"
-    mask = policy.build(encoded.attention_mask)  # (1, 1, N, N)
+    mask = policy.build(encoded.attention_mask, encoded.documents)  # (1, 1, N, N)
     # Eager attention adds its mask to the scores: finfo.min, as transformers' eager_mask uses,
     # keeps the softmax finite (no row here is fully masked, so -inf would give the same result).
     additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
@@ -181,7 +181,7 @@ def prepare(model: LoadedModel, length: int) -> Inputs:
         text=text,
         input_ids=encoded.input_ids,
         attention_mask=encoded.attention_mask,
-        position_ids=position_ids_for(encoded.attention_mask, policy, model.decoder),
+        position_ids=position_ids_for(encoded, policy, model.decoder),
         mask=mask,
         additive_mask=additive,
     )
@@ -192,12 +192,12 @@ def calls(model: LoadedModel, inputs: Inputs, layer: int, plain_mask: str) -> di
     forward = model.model
     shared = {"input_ids": inputs.input_ids, "position_ids": inputs.position_ids, "use_cache": False}
     plain_attention_mask = inputs.mask if plain_mask == "4d" else inputs.attention_mask
-    policy = MaskPolicy(causal=model.decoder, max_length=inputs.length)  # capture()'s defaults
+    policy = MaskPolicy(max_length=inputs.length).for_model(model.decoder)  # as capture() resolves it
     encoded = encode(model, [inputs.text], policy)
     return {
         "plain": lambda: forward(**shared, attention_mask=plain_attention_mask),
         "capture": lambda: capture(
-            model, inputs.text, layers=[layer], max_length=inputs.length, effect=False
+            model, inputs.text, layers=[layer], policy=MaskPolicy(max_length=inputs.length), effect=False
         ),
         "whole": lambda: run_forward(model, encoded, policy, [layer]),
         "eager": lambda: forward(**shared, attention_mask=inputs.additive_mask, output_attentions=True),
@@ -390,7 +390,7 @@ def report(
     )
     lines = [
         f"Capturing layer {layer} of {model.name} ({model.num_layers} layers, {model.num_heads} heads) "
-        f"with `capture(..., layers=[{layer}], max_length=N, effect=False)`, against the same model "
+        f"with `capture(..., layers=[{layer}], policy=MaskPolicy(max_length=N), effect=False)`, against the same model "
         "and input with transformers' `sdpa` attention, and with `eager` attention and "
         f"`output_attentions=True`. Median of {repeats} after a warm-up; ratio = time / plain "
         "forward; peak MB = largest increase of resident memory during one call. Made by "

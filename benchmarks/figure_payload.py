@@ -2,7 +2,7 @@
 
 All 9 heads of one SmolLM2 layer, as the Model explorer's grid draws them
 (``attention_viz.figures.head_grid(..., columns=3, panel_px=230, max_side=512)``), on real
-weights from ``capture(load_model("smollm2"), text, layers=[L], max_length=N)``, at N = 64, 512
+weights from ``capture(load_model("smollm2"), text, layers=[L], policy=MaskPolicy(max_length=N))``, at N = 64, 512
 and 2048, against a naive baseline: nine ``go.Heatmap`` small multiples whose ``z`` are plain
 Python lists of floats, which plotly writes as decimal JSON numbers.
 
@@ -63,6 +63,7 @@ from plotly.subplots import make_subplots
 from attention_viz.capture import Capture, capture
 from attention_viz.figures import HOVER_CELL_LIMIT, FigureStyle, head_grid, stage_range
 from attention_viz.loading import LoadedModel, load_model
+from attention_viz.policy import MaskPolicy
 from benchmarks.common import describe_machine, finish, markdown_table
 from benchmarks.live_app import (
     TreeLoad,
@@ -217,7 +218,9 @@ def layer_scan(model: LoadedModel, text: str, length: int) -> list[tuple[str, in
     sizes = []
     for causal in (True, False):
         for layer in range(model.num_layers):
-            result = capture(model, text, layers=[layer], causal=causal, max_length=length, effect=False)
+            result = capture(
+                model, text, layers=[layer], policy=MaskPolicy(causal=causal, max_length=length), effect=False
+            )
             size = len(pio.to_json(grid_figure(result, layer, model), validate=False))
             sizes.append(("causal on" if causal else "causal off", layer, size))
     return sizes
@@ -428,7 +431,7 @@ def main(argv: list[str] | None = None) -> list[Case]:
     with tempfile.TemporaryDirectory(prefix="attnviz-payload-") as tmp:
         folder = Path(tmp)
         for length in sorted(args.sizes):
-            result = capture(model, text, layers=[layer], max_length=length, effect=False)
+            result = capture(model, text, layers=[layer], policy=MaskPolicy(max_length=length), effect=False)
             if int(result.attention_mask.sum()) != length:
                 raise AssertionError(f"expected {length} real tokens, got {int(result.attention_mask.sum())}")
             for kind in ("app", "naive"):

@@ -238,8 +238,8 @@ def server_pieces(sizes: list[int], repeats: int) -> dict[int, dict[str, float]]
             seconds[piece].append(time.perf_counter() - start)
             return value
 
-        def run_capture(text=text, length=length):
-            return capture(model, text, layers=[0], causal=False, max_length=length, effect=False)
+        def run_capture(text=text, policy=policy):
+            return capture(model, text, layers=[0], policy=policy, effect=False)
 
         run_capture()  # warm-up
         for _ in range(repeats):

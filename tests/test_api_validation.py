@@ -60,10 +60,15 @@ def test_a_mask_policy_refuses_a_malformed_field(keywords, error, message):
 def test_capture_refuses_a_malformed_mask_argument_before_running_the_model(
     smollm2, keywords, error, message
 ):
-    # Value mistakes are something a person can fix (a UserFacingError, which is a ValueError);
-    # type mistakes are a programmer's, so a plain TypeError.
+    # The mask settings reach capture as one MaskPolicy, which refuses a malformed field when it
+    # is made (test above). capture validates the policy it is given again: a field forced past
+    # the frozen dataclass is refused too. Value mistakes are something a person can fix (a
+    # UserFacingError, which is a ValueError); type mistakes are a programmer's, so a plain TypeError.
+    policy = MaskPolicy()
+    for name, value in keywords.items():
+        object.__setattr__(policy, name, value)
     with pytest.raises(UserFacingError if error is ValueError else TypeError, match=message):
-        capture(smollm2, "The cat sat.", layers=[0], effect=False, **keywords)
+        capture(smollm2, "The cat sat.", layers=[0], effect=False, policy=policy)
 
 
 def test_a_nan_or_fractional_window_no_longer_changes_the_mask_silently():

@@ -11,6 +11,7 @@ from attention_viz.attention import scaled_dot_product_attention
 from attention_viz.capture import capture
 from attention_viz.errors import UserFacingError
 from attention_viz.loading import load_model
+from attention_viz.policy import MaskPolicy
 
 TEXTS = ["The cat sat on the mat because it was tired.", "Hello there"]
 
@@ -35,7 +36,7 @@ def real_rows(result, layer: int) -> torch.Tensor:
 @pytest.mark.parametrize("model_name", ["smollm2", "minilm"])
 def test_default_policy_matches_transformers_eager_in_every_layer(model_name, padding_side, request):
     loaded = request.getfixturevalue(model_name)
-    result = capture(loaded, TEXTS, padding_side=padding_side, effect=False)
+    result = capture(loaded, TEXTS, policy=MaskPolicy(padding_side=padding_side), effect=False)
     assert sorted(result.layers) == list(range(loaded.num_layers))
     # The model's own pipeline, nothing of ours: transformers builds the mask from the 2-D
     # attention_mask; an encoder numbers positions itself, a decoder gets the positions that
@@ -66,7 +67,7 @@ def test_default_policy_matches_transformers_eager_in_every_layer(model_name, pa
 @pytest.mark.parametrize("model_name", ["smollm2", "minilm"])
 def test_every_policy_matches_eager_under_the_same_mask(model_name, options, request):
     loaded = request.getfixturevalue(model_name)
-    result = capture(loaded, TEXTS, effect=False, **options)
+    result = capture(loaded, TEXTS, policy=MaskPolicy(**options), effect=False)
     additive = torch.where(result.mask, 0.0, torch.finfo(torch.float32).min)  # eager's convention
     eager = eager_attentions(
         loaded, input_ids=result.input_ids, attention_mask=additive, position_ids=result.position_ids
@@ -83,7 +84,7 @@ def test_reference_on_captured_queries_and_keys_reproduces_the_models_weights(mo
     gives transformers' own eager weights, which a pre-RoPE query would not."""
     loaded = request.getfixturevalue(model_name)
     last = loaded.num_layers - 1
-    result = capture(loaded, TEXTS, layers=[0, last], padding_side="left", effect=False)
+    result = capture(loaded, TEXTS, layers=[0, last], policy=MaskPolicy(padding_side="left"), effect=False)
     additive = torch.where(result.mask, 0.0, torch.finfo(torch.float32).min)  # eager's convention
     eager = eager_attentions(
         loaded, input_ids=result.input_ids, attention_mask=additive, position_ids=result.position_ids
@@ -112,7 +113,7 @@ def test_grouped_query_heads_record_their_kv_head(smollm2):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padding_mask_gives_pad_keys_exactly_zero_and_flags_pad_rows(model_name, side, request):
     loaded = request.getfixturevalue(model_name)
-    masked = capture(loaded, TEXTS, padding_side=side, effect=False)
+    masked = capture(loaded, TEXTS, policy=MaskPolicy(padding_side=side), effect=False)
     pads = masked.pad_rows  # (B, T)
     assert pads.any()
     for captured in masked.layers.values():
@@ -124,7 +125,7 @@ def test_padding_mask_gives_pad_keys_exactly_zero_and_flags_pad_rows(model_name,
         assert torch.all(captured.empty_rows[pad_rows])
         assert torch.all(captured.weights[pad_rows] == 0)
 
-    unmasked = capture(loaded, TEXTS, padding_side=side, padding_mask=False, effect=False)
+    unmasked = capture(loaded, TEXTS, policy=MaskPolicy(padding_side=side, padding_mask=False), effect=False)
     mass = sum(
         float(c.weights[..., :, :][pads[:, None, None, :].expand_as(c.weights)].sum())
         for c in unmasked.layers.values()
@@ -133,7 +134,7 @@ def test_padding_mask_gives_pad_keys_exactly_zero_and_flags_pad_rows(model_name,
 
 
 def test_causal_off_lets_a_decoder_see_the_future_in_every_layer(smollm2):
-    result = capture(smollm2, TEXTS[0], causal=False)
+    result = capture(smollm2, TEXTS[0], policy=MaskPolicy(causal=False))
     for captured in result.layers.values():
         upper = torch.triu(captured.weights[0], diagonal=1)
         assert upper.sum() > 0
@@ -142,7 +143,7 @@ def test_causal_off_lets_a_decoder_see_the_future_in_every_layer(smollm2):
 
 
 def test_causal_on_imposes_a_mask_an_encoder_never_had(minilm):
-    result = capture(minilm, TEXTS[0], causal=True)
+    result = capture(minilm, TEXTS[0], policy=MaskPolicy(causal=True))
     for captured in result.layers.values():
         assert torch.all(torch.triu(captured.weights[0], diagonal=1) == 0)
     assert result.effect.cosine[0] < 0.999
@@ -171,10 +172,10 @@ def test_partial_characters_show_as_their_bytes(smollm2):
 
 
 def test_max_length_truncates_and_pads(smollm2):
-    result = capture(smollm2, TEXTS, max_length=4, layers=[0], effect=False)
+    result = capture(smollm2, TEXTS, policy=MaskPolicy(max_length=4), layers=[0], effect=False)
     assert result.input_ids.shape == (2, 4)
     assert result.truncated[0] > 0
-    long = capture(smollm2, TEXTS, max_length=20, layers=[0], effect=False)
+    long = capture(smollm2, TEXTS, policy=MaskPolicy(max_length=20), layers=[0], effect=False)
     assert long.tokens[1][-1] == "[PAD]" and long.layers[0].weights.shape[-1] == 20
 
 
@@ -183,8 +184,9 @@ def test_errors_say_what_to_do(smollm2):
         capture(smollm2, "hi", layers=[30])
     with pytest.raises(UserFacingError, match="empty"):
         capture(smollm2, "   ")
-    with pytest.raises(UserFacingError, match="window"):
-        capture(smollm2, "hi", window=0)
+    # The policy itself refuses a window below 1 (a ValueError; UserFacingError is one too).
+    with pytest.raises(ValueError, match="window"):
+        capture(smollm2, "hi", policy=MaskPolicy(window=0))
 
 
 def test_models_outside_the_allowlist_are_refused():
@@ -199,7 +201,9 @@ def test_parity_compares_with_the_models_own_eager_attention(model_name, request
     from attention_viz.capture import parity_delta
 
     loaded = request.getfixturevalue(model_name)
-    result = capture(loaded, TEXTS, layers=[0, loaded.num_layers - 1], padding_side="left", effect=False)
+    result = capture(
+        loaded, TEXTS, layers=[0, loaded.num_layers - 1], policy=MaskPolicy(padding_side="left"), effect=False
+    )
     for layer in result.layers:
         delta = parity_delta(result, layer)
         assert delta is not None and delta <= 1e-6, f"layer {layer}: {delta}"

@@ -6,13 +6,14 @@ import torch
 
 from attention_viz import effect
 from attention_viz.capture import capture
+from attention_viz.policy import MaskPolicy
 from attention_viz.tokens import display_tokens
 
 
 def test_chunked_effect_equals_the_whole_tensor_computation(smollm2, monkeypatch):
     monkeypatch.setattr(effect, "POSITIONS_PER_CHUNK", 3)  # several chunks and a ragged last one
     texts = ["The cat sat on the mat because it was tired.", "Hello there"]
-    result = capture(smollm2, texts, layers=[0], causal=False, padding_side="left")
+    result = capture(smollm2, texts, layers=[0], policy=MaskPolicy(causal=False, padding_side="left"))
     measured = result.effect
     assert measured.kl.shape == result.attention_mask.shape
 

@@ -17,14 +17,33 @@ from attention_viz.export import export_stem, to_csv, to_json, to_npz
 from attention_viz.policy import MaskPolicy
 
 TEXTS = ["The cat sat.", "Hi"]
-SETTINGS_COLUMNS = ["model", "causal", "padding_mask", "window", "padding_side", "max_length"]
+SETTINGS_COLUMNS = [
+    "model",
+    "causal",
+    "padding_mask",
+    "window",
+    "padding_side",
+    "max_length",
+    "prefix",
+    "sinks",
+    "chunk",
+    "pack",
+    "document_mask",
+    "reset_positions",
+]
 CELL_COLUMNS = ["item", "layer", "head", "query", "key", "query_token", "key_token", "weight"]
 
 
 @pytest.fixture(scope="module")
 def result(smollm2):
     """Two layers, both texts padded on the left, the causal mask off and a window on."""
-    return capture(smollm2, TEXTS, layers=[1, 3], causal=False, padding_side="left", window=2, effect=False)
+    return capture(
+        smollm2,
+        TEXTS,
+        layers=[1, 3],
+        policy=MaskPolicy(causal=False, padding_side="left", window=2),
+        effect=False,
+    )
 
 
 def test_every_policy_gives_its_own_safe_stem():
@@ -38,14 +57,15 @@ def test_every_policy_gives_its_own_safe_stem():
     assert len(set(stems)) == len(policies) == 72
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", stem) for stem in stems)
     assert (
-        export_stem("smollm2", [3], MaskPolicy(max_length=12)) == "smollm2-layer3-causal-padding-right-len12"
+        export_stem("smollm2", [3], MaskPolicy(causal=True, max_length=12))
+        == "smollm2-layer3-causal-padding-right-len12"
     )
     left_window = MaskPolicy(causal=False, padding_mask=False, window=4, padding_side="left", max_length=7)
     assert export_stem("minilm", [0], left_window) == "minilm-layer0-nocausal-nopadding-left-window4-len7"
 
 
 def test_the_stem_names_layers_and_item_and_keeps_only_a_path_s_last_component():
-    policy = MaskPolicy()
+    policy = MaskPolicy(causal=True)
     assert export_stem("HuggingFaceTB/SmolLM2-360M", [5, 0, 1, 2, 2], policy, item=1) == (
         "SmolLM2-360M-layers0to2_5-item1-causal-padding-right-longest"
     )
@@ -58,7 +78,7 @@ def test_the_stem_names_layers_and_item_and_keeps_only_a_path_s_last_component()
 
 def test_causal_on_and_off_captures_get_different_stems(smollm2):
     on = capture(smollm2, "The cat sat.", layers=[1], effect=False)
-    off = capture(smollm2, "The cat sat.", layers=[1], causal=False, effect=False)
+    off = capture(smollm2, "The cat sat.", layers=[1], policy=MaskPolicy(causal=False), effect=False)
     stem_on = export_stem(on.model_name, sorted(on.layers), on.policy)
     stem_off = export_stem(off.model_name, sorted(off.layers), off.policy)
     assert stem_on == "smollm2-layer1-causal-padding-right-longest"
@@ -79,6 +99,12 @@ def test_csv_rows_carry_the_settings_and_the_captured_weights(result):
             "window": 2,
             "padding_side": "left",
             "max_length": 0,  # 0 = padded to the longest text
+            "prefix": 0,  # 0 = off
+            "sinks": 0,
+            "chunk": 0,
+            "pack": False,
+            "document_mask": True,
+            "reset_positions": True,
         }
     ]
     for layer in (1, 3):
@@ -93,7 +119,7 @@ def test_csv_rows_carry_the_settings_and_the_captured_weights(result):
 
 
 def test_csv_window_reads_zero_when_off(smollm2):
-    plain = capture(smollm2, "The cat sat.", layers=[0], max_length=4, effect=False)
+    plain = capture(smollm2, "The cat sat.", layers=[0], policy=MaskPolicy(max_length=4), effect=False)
     table = pd.read_csv(io.StringIO(to_csv(plain)))
     assert table["window"].eq(0).all() and table["max_length"].eq(4).all()
     assert table["causal"].all()

@@ -9,6 +9,7 @@ import torch
 from attention_viz.capture import capture
 from attention_viz.figures import heatmap, stage_range
 from attention_viz.leak import leak_frame, leak_meter, padded_items, padding_runs, shade_padding
+from attention_viz.policy import MaskPolicy
 
 TEXTS = ["Cats purr.", "The dog barked at the mailman.", "A storm rolled in over the old harbour last night."]
 LAYERS = [0, 7, 29]
@@ -42,7 +43,7 @@ def leak_by_loop(result) -> torch.Tensor:
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_leak_is_exactly_zero_with_the_padding_mask(smollm2, side):
-    result = capture(smollm2, TEXTS, LAYERS, padding_side=side, effect=False)
+    result = capture(smollm2, TEXTS, LAYERS, policy=MaskPolicy(padding_side=side), effect=False)
     assert padded_items(result) == [0, 1]
     leak = leak_meter(result)
     assert leak.shape == (len(LAYERS), smollm2.num_heads)
@@ -50,7 +51,9 @@ def test_leak_is_exactly_zero_with_the_padding_mask(smollm2, side):
 
 
 def test_leak_without_the_padding_mask_matches_a_loop(smollm2):
-    result = capture(smollm2, TEXTS, LAYERS, padding_mask=False, padding_side="left", effect=False)
+    result = capture(
+        smollm2, TEXTS, LAYERS, policy=MaskPolicy(padding_mask=False, padding_side="left"), effect=False
+    )
     leak = leak_meter(result)
     assert leak.min() > 0, "left padding under a causal mask: every head sees the pads"
     torch.testing.assert_close(leak, leak_by_loop(result).to(leak.dtype), atol=1e-5, rtol=1e-5)
@@ -58,12 +61,20 @@ def test_leak_without_the_padding_mask_matches_a_loop(smollm2):
 
 def test_right_padding_under_a_causal_mask_cannot_leak(smollm2):
     # The pads come after every real token, which never looks ahead.
-    result = capture(smollm2, TEXTS, LAYERS, padding_mask=False, padding_side="right", effect=False)
+    result = capture(
+        smollm2, TEXTS, LAYERS, policy=MaskPolicy(padding_mask=False, padding_side="right"), effect=False
+    )
     assert torch.all(leak_meter(result) == 0.0)
 
 
 def test_an_unpadded_batch_reads_zero(minilm):
-    result = capture(minilm, ["one two three", "four five six"], [0, 5], padding_mask=False, effect=False)
+    result = capture(
+        minilm,
+        ["one two three", "four five six"],
+        [0, 5],
+        policy=MaskPolicy(padding_mask=False),
+        effect=False,
+    )
     assert padded_items(result) == []
     assert torch.all(leak_meter(result) == 0.0)
 

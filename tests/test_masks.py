@@ -405,6 +405,25 @@ DOCSTRING_EXAMPLES: dict[str, list[tuple[list[str], Callable[[], torch.Tensor]]]
             lambda: masks.block_diagonal_mask(torch.tensor([[0, 0, 1, 1, 1]])),
         )
     ],
+    "bidirectional_prefix_mask": [
+        (
+            ["positions=[[0, 1, 2, 3, 4]]", "prefix=2"],
+            lambda: masks.bidirectional_prefix_mask(torch.tensor([[0, 1, 2, 3, 4]]), 2),
+        )
+    ],
+    "chunked_mask": [
+        (
+            ["positions=[[0, 1, 2, 3, 4]]", "chunk=2"],
+            lambda: masks.chunked_mask(torch.tensor([[0, 1, 2, 3, 4]]), 2),
+        )
+    ],
+    # Sinks are (B, 1, 1, T), like the padding mask; the docstring draws them over the query rows.
+    "sink_mask": [
+        (
+            ["positions=[[0, 1, 2, 3, 4]]", "sinks=1"],
+            lambda: masks.sink_mask(torch.tensor([[0, 1, 2, 3, 4]]), 1).expand(1, 1, 5, 5),
+        )
+    ],
 }
 
 

@@ -154,16 +154,21 @@ def measure_largest_requests() -> list[dict]:
     """Peak growth of the largest requests two pages allow under the default settings."""
     from attention_viz.capture import capture
     from attention_viz.loading import load_model
+    from attention_viz.policy import MaskPolicy
 
     model = load_model("smollm2")
     # Fault in every weight page (the model is mapped from safetensors) and every code path once,
     # so the measurement sees the request's own allocations only.
-    capture(model, ["warm up every layer", "and the padding path"], causal=False, max_length=8)
+    capture(
+        model, ["warm up every layer", "and the padding path"], policy=MaskPolicy(causal=False, max_length=8)
+    )
     rows = []
 
     def measure(page: str, texts: list[str], layers: list[int], length: int) -> None:
         check_budget(model, len(layers), length, len(texts))  # raises if the default refuses it
-        peak = _peak_growth(lambda: capture(model, texts, layers=layers, max_length=length, effect=False))
+        peak = _peak_growth(
+            lambda: capture(model, texts, layers=layers, policy=MaskPolicy(max_length=length), effect=False)
+        )
         estimate = memory_estimate(model, len(layers), length, len(texts)).total
         old = estimate_bytes(len(layers), model.num_heads, length, len(texts))
         rows.append({"page": page, "peak": peak, "estimate": estimate, "old_estimate": old})

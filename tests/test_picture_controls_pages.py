@@ -107,9 +107,12 @@ def test_playground_sentence_shown_and_padding_side_stay_in_presentation_mode():
 
 def test_html_export_keeps_every_label_square_cells_and_its_settings(smollm2):
     from attention_viz.capture import capture
+    from attention_viz.policy import MaskPolicy
     from attention_viz.render import layer_figure
 
-    result = capture(smollm2, ["The cat sat on the mat because it was tired."], layers=[2], causal=False)
+    result = capture(
+        smollm2, ["The cat sat on the mat because it was tired."], layers=[2], policy=MaskPolicy(causal=False)
+    )
     figure = layer_figure(result, 2, 0)
     tokens = result.tokens[0]
     assert list(figure.layout.xaxis7.ticktext) == tokens, "every key label, upright or turned"

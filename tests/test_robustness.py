@@ -46,18 +46,18 @@ def test_fifty_thousand_characters_are_truncated_with_a_count(minilm):
 
 
 def test_sequence_length_one_and_maximum(smollm2, minilm):
-    assert capture(smollm2, "one two three", layers=[0], max_length=1, effect=False).layers[
-        0
-    ].weights.shape == (
+    assert capture(
+        smollm2, "one two three", layers=[0], policy=MaskPolicy(max_length=1), effect=False
+    ).layers[0].weights.shape == (
         1,
         9,
         1,
         1,
     )
-    full = capture(minilm, "word " * 600, layers=[0], max_length=512, effect=False)
+    full = capture(minilm, "word " * 600, layers=[0], policy=MaskPolicy(max_length=512), effect=False)
     assert full.layers[0].weights.shape[-1] == 512
     with pytest.raises(UserFacingError, match="at most 512"):
-        capture(minilm, "hi", max_length=513)
+        capture(minilm, "hi", policy=MaskPolicy(max_length=513))
 
 
 def test_concurrent_captures_equal_sequential_ones(smollm2):
@@ -76,7 +76,7 @@ def test_concurrent_captures_equal_sequential_ones(smollm2):
     def run(job: dict):
         options = dict(job)
         texts = options.pop("texts")
-        return capture(smollm2, texts, layers=[0, 7, 29], **options)
+        return capture(smollm2, texts, layers=[0, 7, 29], policy=MaskPolicy(**options))
 
     sequential = [run(job) for job in jobs]
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -93,9 +93,11 @@ def test_memory_budget_refuses_with_advice(smollm2, monkeypatch):
     needed = estimate_bytes(30, 9, 200, 1) / 2**20
     assert needed > 50
     with pytest.raises(UserFacingError, match=r"budget of 50 MB.*at most \d+ layer"):
-        capture(smollm2, "word " * 300, max_length=200, effect=False)
+        capture(smollm2, "word " * 300, policy=MaskPolicy(max_length=200), effect=False)
     # One layer fits.
-    assert capture(smollm2, "word " * 300, layers=[3], max_length=200, effect=False).layers[3]
+    assert capture(
+        smollm2, "word " * 300, layers=[3], policy=MaskPolicy(max_length=200), effect=False
+    ).layers[3]
 
 
 def test_the_output_effect_counts_against_the_budget(smollm2, monkeypatch):
@@ -103,7 +105,7 @@ def test_the_output_effect_counts_against_the_budget(smollm2, monkeypatch):
     assert effect_bytes(smollm2, 200, 1) / 2**20 > 50
     monkeypatch.setenv("ATTNVIZ_MEMORY_BUDGET_MB", "50")
     with pytest.raises(UserFacingError, match=r"model outputs to compare.*turn off the output comparison"):
-        capture(smollm2, "word " * 300, layers=[3], max_length=200)
+        capture(smollm2, "word " * 300, layers=[3], policy=MaskPolicy(max_length=200))
     with pytest.raises(UserFacingError, match="turn off the output comparison"):
         effect_of(smollm2, ["word " * 300], MaskPolicy(max_length=200))
 

@@ -215,7 +215,11 @@ def test_policy_build_combines_the_enabled_builders(
 
 
 def test_policy_defaults_and_description() -> None:
-    policy = MaskPolicy()
+    unresolved = MaskPolicy()  # causal: None = the model's own choice
+    assert (unresolved.causal, unresolved.padding_mask, unresolved.window) == (None, True, None)
+    assert (unresolved.padding_side, unresolved.max_length) == ("right", None)
+    assert unresolved.for_model(False).causal is False
+    policy = unresolved.for_model(True)  # a decoder's default
     assert (policy.causal, policy.padding_mask, policy.window) == (True, True, None)
     assert (policy.padding_side, policy.max_length) == ("right", None)
     assert policy.describe() == "causal + padding"
@@ -305,7 +309,7 @@ def test_forgotten_padding_mask_lets_pad_keys_through(causal: bool, padding_side
 
 @pytest.mark.parametrize("max_length", [None, 1, 3, 10])
 def test_sequence_length_sets_t(max_length: int | None) -> None:
-    policy = MaskPolicy(max_length=max_length)
+    policy = MaskPolicy(causal=True, max_length=max_length)
     result = run_playground(SENTENCES, policy, num_heads=4, width=32, seed=0)
     longest = max(len(tokenize(text)) for text in SENTENCES)
     length = longest if max_length is None else max_length
@@ -327,7 +331,7 @@ def test_playground_applies_the_policy_mask() -> None:
 
 
 def test_playground_is_deterministic_per_seed() -> None:
-    policy = MaskPolicy()
+    policy = MaskPolicy(causal=True)
     first = run_playground(SENTENCES, policy, seed=11)
     again = run_playground(SENTENCES, policy, seed=11)
     other = run_playground(SENTENCES, policy, seed=12)

@@ -80,7 +80,11 @@ def playground_weights():
 def explorer_capture():
     """Layer 0 of the bundled model on the explorer's default text, under the model's own masks."""
     return capture(
-        load_model(EXPLORER_MODEL), [EXPLORER_TEXT], layers=[0], padding_side="right", effect=False
+        load_model(EXPLORER_MODEL),
+        [EXPLORER_TEXT],
+        layers=[0],
+        policy=MaskPolicy(padding_side="right"),
+        effect=False,
     )
 
 
