@@ -113,22 +113,14 @@ def export_stem(
 
 
 def _policy_columns(result: Capture) -> dict[str, object]:
-    """The model and policy as scalar values (None written as ``NONE_AS_INT``)."""
+    """The model and every policy field as scalar values (None written as ``NONE_AS_INT``), in
+    the policy's field order, so a new policy field is recorded without a change here."""
     policy = result.policy
-    return {
-        "model": result.model_name,
-        "causal": policy.causal,
-        "padding_mask": policy.padding_mask,
-        "window": NONE_AS_INT if policy.window is None else policy.window,
-        "padding_side": policy.padding_side,
-        "max_length": NONE_AS_INT if policy.max_length is None else policy.max_length,
-        "prefix": NONE_AS_INT if policy.prefix is None else policy.prefix,
-        "sinks": NONE_AS_INT if policy.sinks is None else policy.sinks,
-        "chunk": NONE_AS_INT if policy.chunk is None else policy.chunk,
-        "pack": policy.pack,
-        "document_mask": policy.document_mask,
-        "reset_positions": policy.reset_positions,
-    }
+    columns: dict[str, object] = {"model": result.model_name}
+    for item in dataclasses.fields(policy):
+        value = getattr(policy, item.name)
+        columns[item.name] = NONE_AS_INT if value is None else value
+    return columns
 
 
 def to_json(result: Capture) -> str:

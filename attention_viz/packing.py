@@ -101,7 +101,9 @@ class PackingCheck:
     def variant_policy(self, label: str) -> MaskPolicy:
         """The policy a variant ran under."""
         _, document_mask, reset = next(variant for variant in VARIANTS if variant[0] == label)
-        return MaskPolicy(causal=self.decoder, pack=True, document_mask=document_mask, reset_positions=reset)
+        return MaskPolicy(pack=True, document_mask=document_mask, reset_positions=reset).for_model(
+            self.decoder
+        )
 
 
 def cross_document_mass(weights: torch.Tensor, documents: torch.Tensor) -> torch.Tensor:
@@ -152,7 +154,7 @@ def packing_check(model: LoadedModel, texts: list[str]) -> PackingCheck:
         raise UserFacingError(
             f"Pack {MIN_TEXTS} to {MAX_TEXTS} texts (one per line); {len(texts)} were given."
         )
-    base = MaskPolicy(causal=model.decoder, pack=True)
+    base = MaskPolicy(pack=True).model_default(model.decoder)  # packed, kept apart: the model's own masks
     row = encode(model, texts, base)
     if any(row.truncated):
         raise UserFacingError(
@@ -164,7 +166,7 @@ def packing_check(model: LoadedModel, texts: list[str]) -> PackingCheck:
     documents = row.documents[0]  # (T,)
 
     # Alone runs record every layer too, so both sides use the same attention code in every layer.
-    alone_policy = MaskPolicy(causal=model.decoder, max_length=length)
+    alone_policy = MaskPolicy(max_length=length).model_default(model.decoder)
     alone_outputs = [
         run_forward(model, encode(model, [text], alone_policy), alone_policy, layers)[3] for text in texts
     ]

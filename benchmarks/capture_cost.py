@@ -90,12 +90,20 @@ from benchmarks.common import (
 )
 
 SECTION = "capture-cost"  # README section and benchmarks/out/ file name
+POLICY_SECTION = "capture-cost-policies"  # the per-policy table's own section
 MODEL = "smollm2"
 SIZES = (128, 512, 1024, 2048)
 TARGET_RATIO = 1.25  # capture time / plain forward time, at TARGET_LENGTH tokens
 TARGET_LENGTH = 2048
 CASES = ("plain", "capture", "whole", "eager")
-IMPLEMENTATION = {"plain": "sdpa", "capture": ATTENTION_NAME, "whole": ATTENTION_NAME, "eager": "eager"}
+# "default" is the per-policy rows' second baseline: SDPA with the model's own mask.
+IMPLEMENTATION = {
+    "plain": "sdpa",
+    "default": "sdpa",
+    "capture": ATTENTION_NAME,
+    "whole": ATTENTION_NAME,
+    "eager": "eager",
+}
 PARAGRAPH = (
     "Attention lets every token of a sentence look at the other tokens and decide which of them "
     "matter for its own meaning. A causal language model may only look back, never ahead, so the "
@@ -135,7 +143,7 @@ class Timings:
     """The samples of each case at one N; times come from the quiet ones where there are any."""
 
     max_other_cores: float  # a sample is quiet when other processes used at most this many cores
-    samples: dict[str, list[Sample]] = field(default_factory=lambda: {case: [] for case in CASES})
+    samples: dict[str, list[Sample]] = field(default_factory=lambda: {case: [] for case in IMPLEMENTATION})
     discarded: list[Sample] = field(default_factory=list)  # calls re-run because others were busy
     waited: float = 0.0  # seconds spent waiting for other processes to quieten down
     checks: str = ""
@@ -300,6 +308,127 @@ def run_length(model: LoadedModel, length: int, layer: int, options: argparse.Na
     return timings
 
 
+# The prefix-LM, sink, chunk and packing policies, each captured at N = TARGET_LENGTH against the plain forward of the
+# same tokens. Packed rows hold PACKED_TEXTS texts of TARGET_LENGTH / PACKED_TEXTS tokens each.
+PACKED_TEXTS = 4
+POLICIES = {
+    "prefix-LM, prefix 256": MaskPolicy(prefix=256),
+    "sinks 4 + window 256": MaskPolicy(window=256, sinks=4),
+    "chunks of 256": MaskPolicy(chunk=256),
+    f"{PACKED_TEXTS} packed texts, document mask + position reset": MaskPolicy(pack=True),
+    f"{PACKED_TEXTS} packed texts, no document mask": MaskPolicy(pack=True, document_mask=False),
+    f"{PACKED_TEXTS} packed texts, no position reset": MaskPolicy(pack=True, reset_positions=False),
+}
+POLICY_CASES = ("plain", "default", "capture", "whole")
+
+
+def policy_texts(model: LoadedModel, policy: MaskPolicy, length: int) -> list[str]:
+    """Texts that make a row of exactly ``length`` real tokens under ``policy``."""
+    if not policy.pack:
+        return [long_text(model.tokenizer, length)]
+    share = length // PACKED_TEXTS
+    texts = []
+    for index in range(PACKED_TEXTS):
+        ids = model.tokenizer(long_text(model.tokenizer, share))["input_ids"]
+        wanted = share if index < PACKED_TEXTS - 1 else length - share * (PACKED_TEXTS - 1)
+        texts.append(model.tokenizer.decode(ids[:wanted]))
+    return texts
+
+
+def run_policy(model: LoadedModel, policy: MaskPolicy, layer: int, options: argparse.Namespace) -> Timings:
+    """One policy at N = TARGET_LENGTH: the plain SDPA forward of the same row (2-D mask), the
+    app's capture and the capture's whole forward; a warm-up, then the timed rounds."""
+    resolved = policy.with_changes(max_length=TARGET_LENGTH).for_model(model.decoder)
+    texts = policy_texts(model, resolved, TARGET_LENGTH)
+    encoded = encode(model, texts, resolved)
+    length = encoded.input_ids.shape[1]
+    assert length == TARGET_LENGTH and bool(encoded.attention_mask.all()), f"row of {length} tokens"
+    mask = resolved.build(encoded.attention_mask, encoded.documents)  # (1, 1, N, N)
+    shared = {
+        "input_ids": encoded.input_ids,
+        "position_ids": position_ids_for(encoded, resolved, model.decoder),
+        "use_cache": False,
+    }
+    measured = {
+        # What training or serving with this mask runs: transformers' SDPA given the same 4-D mask.
+        "plain": lambda: model.model(**shared, attention_mask=mask),
+        # For scale: the model's own mask, which SDPA runs on its fastest path.
+        "default": lambda: model.model(**shared, attention_mask=encoded.attention_mask),
+        "capture": lambda: capture(model, texts, layers=[layer], policy=resolved, effect=False),
+        "whole": lambda: run_forward(model, encoded, resolved, [layer]),
+    }
+    timings = Timings(max_other_cores=options.max_other_load)
+    kept = {case: measure(model, case, measured[case], lambda out: out)[1] for case in POLICY_CASES}
+    expected = mask
+    if not torch.equal(kept["capture"].mask, expected):
+        raise AssertionError(f"{resolved.describe()}: the capture applied another mask than the policy's.")
+    timings.checks = f"{float((~expected).float().mean()):.0%} of cells masked"
+    del kept
+    for round_index in range(options.long_repeats):
+        shift = round_index % len(POLICY_CASES)
+        for case in POLICY_CASES[shift:] + POLICY_CASES[:shift]:
+            measure_quietly(model, case, measured[case], timings, options)
+    return timings
+
+
+def policy_report(
+    results: dict[str, Timings],
+    layer: int,
+    machine: dict[str, str],
+    elapsed: float,
+    options: argparse.Namespace,
+) -> str:
+    """The per-policy table: time and ratio to the plain forward of the same tokens."""
+    headers = [
+        "policy (N = 2048)",
+        "cells masked",
+        "SDPA forward, model's own mask (s)",
+        "SDPA forward, this mask (s)",
+        "capture 1 layer, as the app runs it (s)",
+        "ratio",
+        "capture 1 layer, whole forward (s)",
+        "ratio",
+        "target",
+    ]
+    rows = []
+    for label, timings in results.items():
+        mark = {case: "†" if timings.contended(case) else "" for case in POLICY_CASES}
+        ratio = timings.ratio("whole")
+        rows.append(
+            [
+                label,
+                timings.checks.split(" ")[0],
+                f"{timings.median('default'):.2f}{mark['default']}",
+                f"{timings.median('plain'):.2f}{mark['plain']}",
+                f"{timings.median('capture'):.2f}{mark['capture']}",
+                f"{timings.ratio('capture'):.2f}×",
+                f"{timings.median('whole'):.2f}{mark['whole']}",
+                f"{ratio:.2f}×",
+                "met" if ratio <= TARGET_RATIO else "missed",
+            ]
+        )
+    return "\n".join(
+        [
+            f"The same capture of layer {layer} under each newer mask policy, at N = {TARGET_LENGTH} real tokens "
+            "(packed: 4 texts of 512). Ratios are to the plain forward that applies the same mask: "
+            "transformers' SDPA given the policy's 4-D mask, the same tokens and positions, as training "
+            "or serving with that mask runs it. For scale, the SDPA forward with the model's own mask "
+            "(the 2-D `attention_mask`, SDPA's fastest path). Each capture's mask was checked against "
+            "`policy.build` cell for cell.",
+            "",
+            markdown_table(headers, rows),
+            "",
+            f"Target, the whole-forward capture ≤ {TARGET_RATIO}× the forward with the same mask, for every policy: "
+            f"**{'met' if all(t.ratio('whole') <= TARGET_RATIO for t in results.values()) else 'missed'}**. "
+            f"Median of {options.long_repeats} rounds after a warm-up; † marks a time that other processes disturbed.",
+            "",
+            contention(results, options, POLICY_CASES),
+            "- Machine: " + "; ".join(f"{key} {value}" for key, value in machine.items()) + ".",
+            f"- Measured by `benchmarks/capture_cost.py` in {elapsed:.0f} s (with the table above, unless run with `--policies-only`).",
+        ]
+    )
+
+
 def verdict(results: dict[int, Timings]) -> str:
     if TARGET_LENGTH not in results:
         return f"not measured (N = {TARGET_LENGTH} was not run)"
@@ -316,9 +445,9 @@ def verdict(results: dict[int, Timings]) -> str:
     )
 
 
-def contention(results: dict[int, Timings], options: argparse.Namespace) -> str:
+def contention(results: dict, options: argparse.Namespace, cases: tuple[str, ...] = CASES) -> str:
     """How busy other processes kept the machine, and how many calls were re-run for it."""
-    samples = [sample for timings in results.values() for case in CASES for sample in timings.samples[case]]
+    samples = [sample for timings in results.values() for case in cases for sample in timings.samples[case]]
     loads = [sample.other_cores for sample in samples if sample.other_cores is not None]
     if not loads:
         return "- Load from other processes: not measured (no /proc/stat); nothing was re-run."
@@ -434,6 +563,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-wait", type=float, default=10.0, help="seconds to wait for a quiet machine before each call"
     )
     parser.add_argument("--no-publish", action="store_true", help="print only; write no files")
+    parser.add_argument("--no-policies", action="store_true", help="skip the per-policy table at N = 2048")
+    parser.add_argument(
+        "--policies-only", action="store_true", help="only the per-policy table (its own README section)"
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.long_repeats < 1 or args.retries < 0:
         parser.error("--repeats and --long-repeats must be at least 1, --retries at least 0.")
@@ -447,10 +580,18 @@ def main(argv: list[str] | None = None) -> dict[int, Timings]:
     model = load_model(MODEL, progress=lambda message: print(message, flush=True))
     layer = model.num_layers // 2 if args.layer is None else model.check_layers([args.layer])[0]
     results = {}
-    for length in sorted(args.sizes):
-        results[length] = run_length(model, length, layer, args)
-    body = report(results, layer, model, args, machine, time.perf_counter() - started)
-    finish(SECTION, body, args.no_publish)
+    if not args.policies_only:
+        for length in sorted(args.sizes):
+            results[length] = run_length(model, length, layer, args)
+        body = report(results, layer, model, args, machine, time.perf_counter() - started)
+        finish(SECTION, body, args.no_publish)
+    if not args.no_policies:
+        policies = {}
+        for label, policy in POLICIES.items():
+            print(f"{label}: warm-up and {args.long_repeats} timed rounds at N = {TARGET_LENGTH}", flush=True)
+            policies[label] = run_policy(model, policy, layer, args)
+        body = policy_report(policies, layer, machine, time.perf_counter() - started, args)
+        finish(POLICY_SECTION, body, args.no_publish)
     return results
 
 

@@ -37,7 +37,9 @@ CASES = {
 
 def rss_mb(pid: int) -> float:
     process = psutil.Process(pid)
-    return (process.memory_info().rss + sum(c.memory_info().rss for c in process.children(recursive=True))) / 2**20
+    return (
+        process.memory_info().rss + sum(c.memory_info().rss for c in process.children(recursive=True))
+    ) / 2**20
 
 
 def measure(tabs: int) -> list[tuple[str, float, float, float, float]]:

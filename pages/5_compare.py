@@ -7,6 +7,7 @@ import streamlit as st
 from attention_viz.compare import PRESETS, compare_head, effect_table
 from attention_viz.figures import difference_figure, heatmap, stage_range
 from attention_viz.loading import BUNDLED, DEFAULT_MODEL
+from attention_viz.policy import MaskPolicy
 from ui import cache, presets
 from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
 from ui.controls import (
@@ -75,7 +76,8 @@ if not texts:
     st.warning("Type a sentence to compare its attention under two policies.")
     st.stop()
 
-for side, own in zip(SIDES, (loaded.decoder, not loaded.decoder), strict=True):
+own_causal = MaskPolicy().for_model(loaded.decoder).causal  # A: the model's own choice, B: the opposite
+for side, own in zip(SIDES, (own_causal, not own_causal), strict=True):
     if st.session_state.get(f"cmp_{side}_causal") is None:
         st.session_state[f"cmp_{side}_causal"] = own
 packed = bool(st.session_state.get("cmp_pack"))

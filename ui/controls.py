@@ -296,7 +296,7 @@ def mask_controls(
     causal_key, length_key = f"{prefix}_causal", f"{prefix}_length"
     # Unset (first visit, or the user just picked another model): start at the model's own choice.
     if st.session_state.get(causal_key) is None:
-        st.session_state[causal_key] = decoder
+        st.session_state[causal_key] = MaskPolicy().for_model(decoder).causal
     follow_length(prefix, natural_length, max_length)
 
     # Presentation mode (no window) enlarges the labels: the toggles get more room.

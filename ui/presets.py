@@ -10,6 +10,7 @@ import streamlit as st
 
 from attention_viz.compare import PRESETS, shortest_text, with_shorter_text
 from attention_viz.loading import BUNDLED
+from attention_viz.policy import MaskPolicy
 from attention_viz.settings import load_settings
 from ui.controls import reset_more_masks, texts_of
 
@@ -21,7 +22,8 @@ def apply_preset(name: str) -> None:
     preset = PRESETS[name]
     decoder = BUNDLED[st.session_state["cmp_model"]].decoder
     for side, choice in zip(SIDES, (preset.a, preset.b), strict=True):
-        st.session_state[f"cmp_{side}_causal"] = decoder if choice.causal is None else choice.causal
+        # The model's own choice, resolved where every policy resolves it.
+        st.session_state[f"cmp_{side}_causal"] = MaskPolicy(causal=choice.causal).for_model(decoder).causal
         st.session_state[f"cmp_{side}_padding"] = choice.padding_mask
         st.session_state[f"cmp_{side}_window"] = choice.window or 0  # the widget: 0 = off
         reset_more_masks(f"cmp_{side}")
