@@ -18,6 +18,7 @@ PAGES = [
     st.Page("pages/5_compare.py", title="Compare", icon=":material/compare:"),
     st.Page("pages/6_packing_check.py", title="Packing check", icon=":material/view_stream:"),
     st.Page("pages/7_mask_check.py", title="Mask check", icon=":material/grid_on:"),
+    st.Page("pages/8_generation.py", title="Generation", icon=":material/auto_awesome:"),
 ]
 
 st.navigation(PAGES).run()

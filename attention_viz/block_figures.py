@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 
 from attention_viz.blocks import EMPTY, FULL, KIND_NAMES, PARTIAL, BlockView
 from attention_viz.figures import MASKED_COLOUR, FigureStyle, escape_label
+from attention_viz.i18n import _
 
 __all__ = ["KIND_COLOURS", "block_figure"]
 
@@ -64,7 +65,8 @@ def block_figure(
     """
     kinds = view.kinds.detach().cpu().numpy()  # (Qb, Kb)
     rows, cols = kinds.shape
-    names = np.asarray(KIND_NAMES)[kinds]  # (Qb, Kb)
+    kind_names = [_(name) for name in KIND_NAMES]
+    names = np.asarray(kind_names)[kinds]  # (Qb, Kb)
     title_px = (style.font_size + 1) * 3.2  # two lines
     side = max(width_px - MARGIN_PX["l"] - MARGIN_PX["r"], 50)
     cell_px = side / max(rows, cols)
@@ -79,15 +81,21 @@ def block_figure(
         colorbar={
             "tickmode": "array",
             "tickvals": [EMPTY, PARTIAL, FULL],
-            "ticktext": list(KIND_NAMES),
+            "ticktext": kind_names,
             "thickness": 14,
             "tickfont": {"size": style.tick_size},
         },
         customdata=_hover_data(view),
         text=names.tolist(),
         hovertemplate=(
-            "query block %{y} (tokens %{customdata[0]}–%{customdata[1]}) · "
-            "key block %{x} (tokens %{customdata[2]}–%{customdata[3]}) · %{text}<extra></extra>"
+            _("query block {block} (tokens {first}–{last})").format(
+                block="%{y}", first="%{customdata[0]}", last="%{customdata[1]}"
+            )
+            + " · "
+            + _("key block {block} (tokens {first}–{last})").format(
+                block="%{x}", first="%{customdata[2]}", last="%{customdata[3]}"
+            )
+            + " · %{text}<extra></extra>"
         ),
         xgap=gap,
         ygap=gap,
@@ -95,9 +103,11 @@ def block_figure(
     figure = go.Figure(trace)
     step = max(1, math.ceil(max(rows, cols) / 12))  # whole block numbers, at most about 12 ticks
     fonts = {"tickfont_size": style.tick_size, "title_font_size": style.tick_size + 1}
-    figure.update_xaxes(title="key block", dtick=step, tick0=0, showgrid=False, constrain="domain", **fonts)
+    figure.update_xaxes(
+        title=_("key block"), dtick=step, tick0=0, showgrid=False, constrain="domain", **fonts
+    )
     figure.update_yaxes(
-        title="query block",
+        title=_("query block"),
         dtick=step,
         tick0=0,
         showgrid=False,
@@ -106,11 +116,18 @@ def block_figure(
         constrain="domain",
         **fonts,
     )
-    heading = (
-        f"{escape_label(title)}<br><sup>{view.sparsity:.1f}% of blocks skipped · "
-        f"{view.full_blocks} full, {view.partial_blocks} partial, {view.empty_blocks} empty · "
-        f"blocks of {view.block_size} over {view.length} tokens</sup>"
+    summary = _(
+        "{sparsity} of blocks skipped · {full} full, {partial} partial, {empty} empty · "
+        "blocks of {size} over {length} tokens"
+    ).format(
+        sparsity=f"{view.sparsity:.1f}%",  # the % outside the message: it is no printf format
+        full=view.full_blocks,
+        partial=view.partial_blocks,
+        empty=view.empty_blocks,
+        size=view.block_size,
+        length=view.length,
     )
+    heading = f"{escape_label(title)}<br><sup>{summary}</sup>"
     figure.update_layout(
         title={"text": heading, "font": {"size": style.font_size + 1}},
         width=width_px,

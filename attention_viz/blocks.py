@@ -27,6 +27,7 @@ import torch
 from torch.nn.attention.flex_attention import and_masks, create_block_mask, or_masks
 
 from attention_viz import masks
+from attention_viz.i18n import N_, _
 from attention_viz.policy import (
     NOT_IN_DOCUMENT,
     MaskPolicy,
@@ -50,7 +51,8 @@ __all__ = [
 MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 EMPTY, PARTIAL, FULL = 0, 1, 2  # the values of BlockView.kinds
-KIND_NAMES = ("empty", "partial", "full")  # indexed by kind
+# Indexed by kind; in English, shown in the run's language (``_``).
+KIND_NAMES = (N_("empty"), N_("partial"), N_("full"))
 MIN_BLOCK_SIZE = 16  # smaller blocks make a grid with more blocks than a screen has pixels
 MAX_BLOCK_SIZE = 1024  # larger blocks than any FlexAttention kernel uses
 # create_block_mask may call mask_mod up to T rounded up to its block size, so the lookup
@@ -425,7 +427,7 @@ def text_drawing(mask: torch.Tensor, most: int = 64) -> str:
     """The ■/⬚ drawing of a token-level mask (for slides), cut to the first ``most`` tokens.
 
     Rows are queries, columns keys, ■ = may attend (:func:`attention_viz.masks.render_mask`).
-    A cut drawing ends with a line saying so.
+    A cut drawing ends with a line saying so (in the run's language).
 
     Shape: ``mask`` is ``(T, T)`` bool, or any shape whose leading axes are all 1.
     """
@@ -438,4 +440,10 @@ def text_drawing(mask: torch.Tensor, most: int = 64) -> str:
     drawing = masks.render_mask(square[:limit, :limit])
     if length <= limit:
         return drawing
-    return drawing + f"\n… cut: queries and keys 0–{limit - 1} of {length} tokens shown."
+    return (
+        drawing
+        + "\n"
+        + _("… cut: queries and keys 0–{last} of {length} tokens shown.").format(
+            last=limit - 1, length=length
+        )
+    )

@@ -16,6 +16,7 @@ import torch
 from attention_viz.effect import POSITIONS_PER_CHUNK, OutputEffect, measure_effect
 from attention_viz.errors import UserFacingError
 from attention_viz.hooks import AllLayersRecorded, LayerRecord, recording
+from attention_viz.i18n import _, ngettext
 from attention_viz.loading import LoadedModel
 from attention_viz.masks import to_additive
 from attention_viz.policy import MaskPolicy, check_flag, check_prefix, check_whole_number, document_positions
@@ -157,8 +158,12 @@ class Capture:
 
     def layer(self, index: int) -> LayerCapture:
         if index not in self.layers:
-            captured = ", ".join(map(str, sorted(self.layers))) or "none"
-            raise UserFacingError(f"Layer {index} was not captured (captured: {captured}).")
+            captured = ", ".join(map(str, sorted(self.layers))) or _("none")
+            raise UserFacingError(
+                _("Layer {layer} was not captured (captured: {captured}).").format(
+                    layer=index, captured=captured
+                )
+            )
         return self.layers[index]
 
 
@@ -186,11 +191,13 @@ def encode(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> Encoded:
     tokens it would have alone), cuts the row at the length limit and pads its end.
     """
     if not texts or any(not text.strip() for text in texts):
-        raise UserFacingError("The text is empty. Type a sentence or two.")
+        raise UserFacingError(_("The text is empty. Type a sentence or two."))
     limit = model.max_positions
     if policy.max_length is not None and policy.max_length > limit:
         raise UserFacingError(
-            f"Sequence length {policy.max_length} is too long: {model.name} takes at most {limit}."
+            _("Sequence length {length} is too long: {model} takes at most {limit}.").format(
+                length=policy.max_length, model=model.name, limit=limit
+            )
         )
     length = policy.max_length or limit
     # verbose=False: counting the full length is not an error ("sequence longer than..." warning).
@@ -226,7 +233,7 @@ def _packed(model: LoadedModel, alone: list[list[int]], length: int, policy: Mas
         documents += [index] * len(kept)
         truncated.append(len(text_ids) - len(kept))
     if truncated[0] == len(alone[0]) or not ids:
-        raise UserFacingError("The sequence length leaves no room for the first text.")
+        raise UserFacingError(_("The sequence length leaves no room for the first text."))
     pads = (policy.max_length or len(ids)) - len(ids)
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     real = [1] * len(ids)
@@ -370,32 +377,41 @@ class BudgetRefusal:
         """What the person can change, most useful first; layers only where they can pick them."""
         options = []
         if self.effect and self.fits_without_effect:
-            options.append("turn off the output comparison")
+            options.append(_("turn off the output comparison"))
         if can_choose_layers and 0 < self.max_layers < self.layers:
-            options.append(f"capture at most {self.max_layers} layer(s) at this length")
+            options.append(_("capture at most {count} layer(s) at this length").format(count=self.max_layers))
         if self.max_length:
-            options.append(f"use at most {self.max_length:,} tokens per text")
+            options.append(_("use at most {count:,} tokens per text").format(count=self.max_length))
         if 0 < self.max_batch < self.batch:
-            options.append(f"give at most {self.max_batch} text(s) at this length")
-        return ", or ".join(options) or "use a shorter sequence or fewer texts"
+            options.append(_("give at most {count} text(s) at this length").format(count=self.max_batch))
+        return _(", or ").join(options) or _("use a shorter sequence or fewer texts")
 
     def message(self, can_choose_layers: bool = True) -> str:
-        """The whole refusal: how much is needed for what, the budget, and :meth:`advice`."""
+        """The whole refusal, in the run's language: how much is needed for what, the budget,
+        and :meth:`advice`."""
         parts = []
         if self.layers:
-            plural = "s" if self.layers != 1 else ""
             parts.append(
-                f"attention matrices for {self.layers} layer{plural} × {self.heads} heads × "
-                f"{self.length:,}² tokens × {self.batch} text(s)"
+                ngettext(
+                    "attention matrices for {layers} layer × {heads} heads × {length:,}² tokens × {batch} text(s)",
+                    "attention matrices for {layers} layers × {heads} heads × {length:,}² tokens × {batch} text(s)",
+                    self.layers,
+                ).format(layers=self.layers, heads=self.heads, length=self.length, batch=self.batch)
             )
         if self.effect:
-            parts.append(f"{self.needed.outputs / 2**20:,.0f} MB of model outputs to compare")
+            parts.append(
+                _("{size:,.0f} MB of model outputs to compare").format(size=self.needed.outputs / 2**20)
+            )
         if not parts:
-            parts.append("the mask and the model's activations")
-        return (
-            f"This request needs about {self.needed.total / 2**20:,.0f} MB at its peak ({' and '.join(parts)}), "
-            f"over this server's budget of {self.budget_bytes // 2**20:,} MB (ATTNVIZ_MEMORY_BUDGET_MB): "
-            f"{self.advice(can_choose_layers)}."
+            parts.append(_("the mask and the model's activations"))
+        return _(
+            "This request needs about {size:,.0f} MB at its peak ({parts}), over this server's budget "
+            "of {budget:,} MB (ATTNVIZ_MEMORY_BUDGET_MB): {advice}."
+        ).format(
+            size=self.needed.total / 2**20,
+            parts=_(" and ").join(parts),
+            budget=self.budget_bytes // 2**20,
+            advice=self.advice(can_choose_layers),
         )
 
 
@@ -442,8 +458,10 @@ def check_budget(
     settings = load_settings()
     if batch > settings.max_texts:
         raise UserFacingError(
-            f"{batch} texts were given; at most {settings.max_texts} are batched at once "
-            f"(ATTNVIZ_MAX_TEXTS). Give fewer texts."
+            _(
+                "{count} texts were given; at most {most} are batched at once "
+                "(ATTNVIZ_MAX_TEXTS). Give fewer texts."
+            ).format(count=batch, most=settings.max_texts)
         )
     budget = settings.memory_budget_mb * 2**20
     needed = memory_estimate(model, layers, length, batch, effect)

@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     render_parser.add_argument("--layer", type=int, required=True, help="zero-based layer")
     render_parser.add_argument("--item", type=int, default=0, help="which text of the batch to draw")
     render_parser.add_argument("--out", required=True, help="fig.html (self-contained) or fig.png")
+    render_parser.add_argument(
+        "--lang",
+        choices=("en", "zh"),
+        default="en",
+        help="language of the figure's titles and hover text: en (default) or zh (Simplified Chinese)",
+    )
     return parser
 
 
@@ -155,9 +161,9 @@ def _capture(args: argparse.Namespace, layers: list[int] | None):
 
     if not args.text or any(not text.strip() for text in args.text):
         raise UserFacingError("The text is empty. Give --text a sentence or two.")
+    policy = policy_from_args(args)  # before loading: a bad combination fails fast
     if needs_conversion(args.model):
         print("Converting the bundled model (about 20 s, only the first time)…", file=sys.stderr)
-    policy = policy_from_args(args)  # before loading: a bad combination fails fast
     model = load_model(args.model)
     if policy.prefix is not None and policy.causal is None and not model.decoder:
         raise UserFacingError(f"--prefix needs the causal mask and {model.name} is an encoder: add --causal.")
@@ -189,12 +195,14 @@ def run(args: argparse.Namespace) -> None:
         _, result = _capture(args, args.layers)
         sys.stdout.write(head_statistics(result).to_csv(index=False, float_format="%.6f"))
     elif args.command == "render":
+        from attention_viz.i18n import language
         from attention_viz.render import render_layer
 
         if not args.out.lower().endswith((".html", ".png")):
             raise UserFacingError(f"--out must end in .html or .png, got {args.out!r}.")
         model, result = _capture(args, [args.layer])
-        render_layer(result, args.layer, args.item, args.out)
+        with language(args.lang):
+            render_layer(result, args.layer, args.item, args.out)
         print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -14,6 +14,7 @@ import torch
 from attention_viz.capture import Capture
 from attention_viz.effect import OutputEffect
 from attention_viz.errors import UserFacingError
+from attention_viz.i18n import N_, _
 from attention_viz.policy import MaskPolicy
 
 __all__ = [
@@ -50,7 +51,7 @@ class Preset:
     """A one-click example pair.
 
     Attributes:
-        label: the button text.
+        label: the button text (in English: translate it with ``_`` where it is shown).
         a, b: the two sides.
         needs_padding: the texts must have different lengths (see :func:`with_shorter_text`).
         padding_side: where the padding goes; left padding lets real tokens see pads under a
@@ -67,17 +68,17 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "causal": Preset("causal vs no causal", SidePolicy(causal=True), SidePolicy(causal=False)),
+    "causal": Preset(N_("causal vs no causal"), SidePolicy(causal=True), SidePolicy(causal=False)),
     "padding": Preset(
-        "padding mask vs none",
+        N_("padding mask vs none"),
         SidePolicy(padding_mask=True),
         SidePolicy(padding_mask=False),
         needs_padding=True,
         padding_side="left",
     ),
-    "window": Preset("full vs window 4", SidePolicy(), SidePolicy(window=4)),
+    "window": Preset(N_("full vs window 4"), SidePolicy(), SidePolicy(window=4)),
     "packing": Preset(
-        "packed: kept apart vs not",
+        N_("packed: kept apart vs not"),
         SidePolicy(),
         SidePolicy(document_mask=False),
         needs_padding=True,
@@ -149,11 +150,17 @@ def compare_head(a: Capture, b: Capture, layer: int, item: int, head: int) -> Co
     """
     if a.input_ids.shape != b.input_ids.shape or not torch.equal(a.input_ids, b.input_ids):
         raise UserFacingError(
-            "The two sides saw different tokens; give both the same text, model, sequence length "
-            "and padding side."
+            _(
+                "The two sides saw different tokens; give both the same text, model, sequence length "
+                "and padding side."
+            )
         )
     if not 0 <= item < a.input_ids.shape[0]:
-        raise UserFacingError(f"Text {item} does not exist: there are texts 0–{a.input_ids.shape[0] - 1}.")
+        raise UserFacingError(
+            _("Text {item} does not exist: there are texts 0–{last}.").format(
+                item=item, last=a.input_ids.shape[0] - 1
+            )
+        )
     weights_a = a.layer(layer).weights[item, head].float()  # (T, T)
     weights_b = b.layer(layer).weights[item, head].float()  # (T, T)
     return Comparison(
@@ -181,7 +188,7 @@ def effect_table(
         attention_mask: ``(B, T)`` 1 = real token, of the batch both sides ran on.
         item: the text to report.
 
-    Returns one row per side, in the order given.
+    Returns one row per side, in the order given, with column names in the run's language.
 
     Shape: ``attention_mask`` is ``(B, T)``.
     """
@@ -190,21 +197,21 @@ def effect_table(
     last = int(positions[-1]) if positions.numel() else None
     rows = []
     for name, (policy, effect) in sides.items():
-        row: dict[str, object] = {"side": name, "masks": policy.describe()}
+        row: dict[str, object] = {_("side"): name, _("masks"): policy.describe()}
         if effect is None:
             rows.append(row)
             continue
-        row["default"] = effect.reference_label
+        row[_("default")] = effect.reference_label
         if effect.kl is not None and effect.flips is not None:
             kl = effect.kl[item][real]  # (real tokens,)
-            row["mean KL vs default"] = float(kl.mean()) if kl.numel() else 0.0
-            row["top-1 flips"] = int(effect.flips[item])
+            row[_("mean KL vs default")] = float(kl.mean()) if kl.numel() else 0.0
+            row[_("top-1 flips")] = int(effect.flips[item])
             if last is not None and effect.top_tokens and effect.reference_top_tokens:
                 token, probability = effect.top_tokens[item][last][0]
                 reference, reference_probability = effect.reference_top_tokens[item][last][0]
-                row["next token (this policy)"] = f"{token!r} {probability:.1%}"
-                row["next token (default)"] = f"{reference!r} {reference_probability:.1%}"
+                row[_("next token (this policy)")] = f"{token!r} {probability:.1%}"
+                row[_("next token (default)")] = f"{reference!r} {reference_probability:.1%}"
         elif effect.cosine is not None:
-            row["cosine to default"] = float(effect.cosine[item])
+            row[_("cosine to default")] = float(effect.cosine[item])
         rows.append(row)
     return pd.DataFrame(rows)

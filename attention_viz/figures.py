@@ -38,6 +38,7 @@ from plotly.colors import get_colorscale, sample_colorscale
 from plotly.subplots import make_subplots
 
 from attention_viz.geometry import COLORBAR_THICKNESS, Frame, frame, label_width
+from attention_viz.i18n import N_, _
 from attention_viz.scales import DIVERGING, PALETTES, ValueRange, scaled, stage_range
 
 __all__ = [
@@ -69,6 +70,15 @@ DIGIT_WIDTH = 0.56  # a digit's width as a share of the font size (digits are na
 MASKED_COLOUR = "#d4d4d4"  # light grey: clearly not the darkest colour that weight 0 gets
 MASKED_RGB = (212, 212, 212)
 HIGHLIGHT_COLOUR = "#e8590c"  # the current query row while stepping through (orange, not in any palette)
+# Axis nouns (``row_name``, ``col_name``) are given in English and shown in the run's language;
+# an axis title is the noun's plural. Other nouns show as given.
+AXIS_NOUNS = {
+    "query": N_("query"),
+    "key": N_("key"),
+    "layer": N_("layer"),
+    "head": N_("head"),
+}
+AXIS_TITLES = {"query": N_("queries"), "key": N_("keys"), "layer": N_("layers"), "head": N_("heads")}
 
 
 @dataclass(frozen=True)
@@ -222,8 +232,9 @@ def _hover_traces(
     empty_pad_row = pad & ~allowed.any(axis=1, keepdims=True)
     shown = scaled(values, value_range)
     shown = np.where(np.isfinite(shown), shown, np.nan)
-    where = f"{row_name} %{{y}}<br>{col_name} %{{x}}<br>"
+    where = f"{_noun(row_name)} %{{y}}<br>{_noun(col_name)} %{{x}}<br>"
     value_ref = "%{customdata:.4f}" if value_range.transformed else "%{z:.4f}"
+    value_label = value_range.shown_label
     text_format = _value_format(value_range)
     common = {"x": col_labels, "y": row_labels, "hoverongaps": False, "xgap": 0, "ygap": 0}
 
@@ -245,7 +256,7 @@ def _hover_traces(
             colorscale=value_range.colorscale,
             showscale=scale,
             colorbar=_colorbar(value_range, font_size),
-            hovertemplate=f"{where}{value_range.label} {value_ref}{note}<extra></extra>",
+            hovertemplate=f"{where}{value_label} {value_ref}{note}<extra></extra>",
             name=name,
             **common,
             **extra,
@@ -265,13 +276,14 @@ def _hover_traces(
 
     traces = [value_trace(revealed & allowed & ~pad, "values", "", show_scale)]
     if (open_pads := revealed & allowed & pad).any():
-        note = "<br>a [PAD] query row: nothing downstream reads it"
+        note = "<br>" + _("a [PAD] query row: nothing downstream reads it")
         traces.append(value_trace(open_pads, "padding query", note, False))
-    masked_value = "weight 0" if value_range.label == "weight" else f"{value_range.label} −∞"
+    masked_value = _("weight 0") if value_range.label == "weight" else f"{value_label} −∞"
     if (masked := revealed & ~allowed & ~empty_pad_row).any():
-        traces.append(grey_trace(masked, "masked", f"masked: may not attend ({masked_value})"))
+        note = _("masked: may not attend ({value})").format(value=masked_value)
+        traces.append(grey_trace(masked, "masked", note))
     if (empty := revealed & empty_pad_row).any():
-        note = "a [PAD] query row: it attends to nothing<br>(an empty row, every weight 0)"
+        note = _("a [PAD] query row: it attends to nothing") + "<br>" + _("(an empty row, every weight 0)")
         traces.append(grey_trace(empty, "padding row", note))
     return traces
 
@@ -342,9 +354,13 @@ def _image_traces(
     if max_side is not None:
         values, allowed, factor = downsample(values, allowed, max_side)
     offset = (factor - 1) / 2  # pixel centres sit in the middle of their token block
-    where = f"{row_name} %{{y:.0f}}<br>{col_name} %{{x:.0f}}"
+    rows, cols = _noun(row_name), _noun(col_name)
+    where = f"{rows} %{{y:.0f}}<br>{cols} %{{x:.0f}}"
     if factor > 1:
-        where = f"{row_name}s near %{{y:.0f}}<br>{col_name}s near %{{x:.0f}}<br>(max of {factor}×{factor})"
+        near = _("{noun}s near")
+        where = f"{near.format(noun=rows)} %{{y:.0f}}<br>{near.format(noun=cols)} %{{x:.0f}}<br>" + _(
+            "(max of {factor}×{factor})"
+        ).format(factor=factor)
     traces: list[go.BaseTraceType] = [
         go.Image(
             source=_png_data_uri(values, allowed, value_range),
@@ -352,7 +368,7 @@ def _image_traces(
             y0=offset,
             dx=factor,
             dy=factor,
-            hovertemplate=where + "<br>zoom in for tokens and values<extra></extra>",
+            hovertemplate=where + "<br>" + _("zoom in for tokens and values") + "<extra></extra>",
             name=f"pooled {factor}×{factor}" if factor > 1 else "image",
         )
     ]
@@ -511,7 +527,7 @@ def head_grid(
         query_tokens: ``Tq`` row labels. key_tokens: ``Tk`` column labels.
         value_range: colour range shared by every panel (see :func:`stage_range`).
         allowed: ``(Tq, Tk)`` bool, True = may attend; masked cells turn grey.
-        titles: one per head; defaults to ``head 0``, ``head 1``, ...
+        titles: one per head; defaults to ``head 0``, ``head 1``, ... (in the run's language)
         columns: panels per row.
         panel_px: a panel's side when ``width_px`` is not given.
         revealed_rows: draw only query rows before this index (stepping through a mask).
@@ -527,7 +543,7 @@ def head_grid(
     heads = matrices.shape[0]
     columns = max(1, min(columns, heads))
     rows = math.ceil(heads / columns)
-    titles = titles or [f"head {h}" for h in range(heads)]
+    titles = titles or [_("head {head}").format(head=h) for h in range(heads)]
     tick = style.tick_size
     image = matrices.shape[-1] * matrices.shape[-2] > HOVER_CELL_LIMIT
     if width_px is None:
@@ -720,11 +736,21 @@ def heatmap(
         height=layout.height,
         margin=layout.margin,
         font={"size": style.font_size},
-        xaxis_title=_plural(col_name),
-        yaxis_title=_plural(row_name),
+        xaxis_title=_axis_title(col_name),
+        yaxis_title=_axis_title(row_name),
         plot_bgcolor="white",
     )
     return figure
+
+
+def _noun(noun: str) -> str:
+    """An axis noun (``"query"``) in the run's language."""
+    return _(AXIS_NOUNS[noun]) if noun in AXIS_NOUNS else noun
+
+
+def _axis_title(noun: str) -> str:
+    """The axis title for a noun: its plural, in the run's language."""
+    return _(AXIS_TITLES[noun]) if noun in AXIS_TITLES else _plural(noun)
 
 
 def _plural(noun: str) -> str:
@@ -737,7 +763,7 @@ def _plural(noun: str) -> str:
 def mask_figure(
     allowed: torch.Tensor,
     tokens: list[str],
-    title: str = "mask",
+    title: str | None = None,
     style: FigureStyle = FigureStyle(),
     revealed_rows: int | None = None,
     *,
@@ -746,8 +772,11 @@ def mask_figure(
 ) -> go.Figure:
     """The boolean mask itself: dark = may attend (M = 0), grey = masked (M = −∞).
 
+    ``title``: None = "mask" (in the run's language); "" = none.
+
     Shape: ``allowed`` is ``(T, T)``.
     """
+    title = _("mask") if title is None else title
     labels = token_labels(tokens)
     values = allowed.detach().cpu().numpy().astype(float)
     if revealed_rows is not None:
@@ -760,13 +789,13 @@ def mask_figure(
         tokens, tokens, width_px, tick, colorbar=False, title_px=(style.font_size + 1) * 1.8 if title else 0.0
     )
     if image:
-        value_range = ValueRange(0.0, 1.0, "Greys", "may attend")
+        value_range = ValueRange(0.0, 1.0, "Greys", N_("may attend"))
         trace = go.Image(
             source=_png_data_uri(values, values.astype(bool), value_range),
-            hovertemplate="query %{y:.0f}<br>key %{x:.0f}<extra></extra>",
+            hovertemplate=f"{_noun('query')} %{{y:.0f}}<br>{_noun('key')} %{{x:.0f}}<extra></extra>",
         )
     else:
-        words = np.where(values == 1, "may attend (M = 0)", "masked (M = −∞)")
+        words = np.where(values == 1, _("may attend (M = 0)"), _("masked (M = −∞)"))
         trace = go.Heatmap(
             z=values,
             x=labels,
@@ -777,7 +806,7 @@ def mask_figure(
             colorscale=[[0, MASKED_COLOUR], [1, "#1f2937"]],
             showscale=False,
             hoverongaps=False,
-            hovertemplate="query %{y}<br>key %{x}<br>%{text}<extra></extra>",
+            hovertemplate=f"{_noun('query')} %{{y}}<br>{_noun('key')} %{{x}}<br>%{{text}}<extra></extra>",
             xgap=1,
             ygap=1,
         )
@@ -796,13 +825,14 @@ def mask_figure(
     return figure
 
 
-# (label, colour) of each kind of cell in :func:`parity_figure`, by code 0..4.
+# (label, colour) of each kind of cell in :func:`parity_figure`, by code 0..4 (labels in English,
+# shown in the run's language).
 PARITY_KINDS = (
-    ("both masked", "#f1f3f5"),
-    ("both may attend", "#1f2937"),
-    ("only ours may attend", "#e03131"),
-    ("only transformers may attend", "#1971c2"),
-    ("padding query row (by convention)", MASKED_COLOUR),
+    (N_("both masked"), "#f1f3f5"),
+    (N_("both may attend"), "#1f2937"),
+    (N_("only ours may attend"), "#e03131"),
+    (N_("only transformers may attend"), "#1971c2"),
+    (N_("padding query row (by convention)"), MASKED_COLOUR),
 )
 
 
@@ -844,9 +874,9 @@ def parity_figure(
     )
     count = len(PARITY_KINDS)
     colorscale = []
-    for code, (_, colour) in enumerate(PARITY_KINDS):
+    for code, (_name, colour) in enumerate(PARITY_KINDS):
         colorscale += [[code / count, colour], [(code + 1) / count, colour]]
-    names = np.array([name for name, _ in PARITY_KINDS], dtype=object)[kinds]
+    names = np.array([_(name) for name, _colour in PARITY_KINDS], dtype=object)[kinds]
     gap = 1 if len(tokens) <= 64 else 0
     figure = go.Figure(
         go.Heatmap(
@@ -858,7 +888,7 @@ def parity_figure(
             text=names.tolist(),
             colorscale=colorscale,
             showscale=False,
-            hovertemplate="query %{y}<br>key %{x}<br>%{text}<extra></extra>",
+            hovertemplate=f"{_noun('query')} %{{y}}<br>{_noun('key')} %{{x}}<br>%{{text}}<extra></extra>",
             xgap=gap,
             ygap=gap,
         )
@@ -879,7 +909,7 @@ def difference_figure(
     difference: torch.Tensor,
     query_tokens: list[str],
     key_tokens: list[str],
-    title: str = "difference",
+    title: str | None = None,
     style: FigureStyle = FigureStyle(),
     *,
     width_px: float | None = None,
@@ -887,11 +917,14 @@ def difference_figure(
 ) -> go.Figure:
     """A diverging heatmap of ``B − A`` centred at 0 (blue: less attention, red: more).
 
+    ``title``: None = "difference" (in the run's language).
+
     Shape: ``difference`` is ``(Tq, Tk)``.
     """
+    title = _("difference") if title is None else title
     finite = difference[torch.isfinite(difference)]
     bound = float(finite.abs().max()) if finite.numel() else 1.0
-    value_range = ValueRange(-(bound or 1.0), bound or 1.0, DIVERGING, "Δ weight")
+    value_range = ValueRange(-(bound or 1.0), bound or 1.0, DIVERGING, N_("Δ weight"))
     return heatmap(
         difference,
         query_tokens,
@@ -924,7 +957,7 @@ def row_figure(
             y=values,
             customdata=labels,
             marker_color=np.where(masked, MASKED_COLOUR, "#3b528b").tolist(),
-            hovertemplate="key %{x}: %{customdata}<br>weight %{y:.4f}<extra></extra>",
+            hovertemplate=f"{_noun('key')} %{{x}}: %{{customdata}}<br>{_('weight')} %{{y:.4f}}<extra></extra>",
         )
     )
     figure.update_layout(
@@ -932,8 +965,8 @@ def row_figure(
         height=300 if style.font_size < 18 else 380,
         margin={"l": 10, "r": 10, "t": 50 if title else 10, "b": 10},
         font={"size": style.font_size},
-        xaxis_title="key position",
-        yaxis_title="weight",
+        xaxis_title=_("key position"),
+        yaxis_title=_("weight"),
         yaxis_range=[0, 1],
         bargap=0,
         plot_bgcolor="white",

@@ -30,6 +30,7 @@ from plotly.colors import get_colorscale, sample_colorscale
 from attention_viz.capture import Capture
 from attention_viz.errors import UserFacingError
 from attention_viz.figures import MASKED_RGB, FigureStyle
+from attention_viz.i18n import N_, _
 
 __all__ = [
     "TYPICAL",
@@ -59,6 +60,8 @@ class HeadKind:
         column: the column of :func:`attention_viz.stats.head_statistics` that ranks heads.
         largest: True = the highest values are the most typical.
         explanation: one sentence on what such a head does.
+
+    ``label`` and ``explanation`` are in English: translate them with ``_`` where they are shown.
     """
 
     label: str
@@ -69,19 +72,30 @@ class HeadKind:
 
 TYPICAL: dict[str, HeadKind] = {
     "previous": HeadKind(
-        "Previous-token heads", "previous", True, "Each token looks mostly at the token just before it."
+        N_("Previous-token heads"),
+        "previous",
+        True,
+        N_("Each token looks mostly at the token just before it."),
     ),
     "sink": HeadKind(
-        "First-token sink heads",
+        N_("First-token sink heads"),
         "sink",
         True,
-        "Most of the attention lands on the first token, a 'sink' for mass that has nowhere useful to go.",
+        N_(
+            "Most of the attention lands on the first token, a 'sink' for mass that has nowhere useful to go."
+        ),
     ),
     "broad": HeadKind(
-        "Broad heads", "entropy", True, "Attention is spread over many tokens (high entropy): averaging."
+        N_("Broad heads"),
+        "entropy",
+        True,
+        N_("Attention is spread over many tokens (high entropy): averaging."),
     ),
     "sharp": HeadKind(
-        "Sharp heads", "entropy", False, "Attention is concentrated on very few tokens (low entropy)."
+        N_("Sharp heads"),
+        "entropy",
+        False,
+        N_("Attention is concentrated on very few tokens (low entropy)."),
     ),
 }
 
@@ -100,9 +114,13 @@ def typical_heads(stats: pd.DataFrame, kind: str, count: int = 6) -> pd.DataFram
         The selected rows with a fresh index and a leading ``rank`` column (1 = most typical).
     """
     if kind not in TYPICAL:
-        raise UserFacingError(f"Unknown kind of head {kind!r}; choose one of {', '.join(TYPICAL)}.")
+        raise UserFacingError(
+            _("Unknown kind of head {kind}; choose one of {kinds}.").format(
+                kind=repr(kind), kinds=", ".join(TYPICAL)
+            )
+        )
     if count < 1:
-        raise UserFacingError(f"Ask for at least one head, not {count}.")
+        raise UserFacingError(_("Ask for at least one head, not {count}.").format(count=count))
     spec = TYPICAL[kind]
     ranked = stats.sort_values(
         [spec.column, "layer", "head"],
@@ -124,10 +142,14 @@ def stacked_weights(result: Capture, item: int = 0) -> tuple[torch.Tensor, list[
     Shape: ``weights`` is ``(L, H, T, T)``.
     """
     if not 0 <= item < len(result.texts):
-        raise UserFacingError(f"Text {item} does not exist: there are texts 0–{len(result.texts) - 1}.")
+        raise UserFacingError(
+            _("Text {item} does not exist: there are texts 0–{last}.").format(
+                item=item, last=len(result.texts) - 1
+            )
+        )
     layers = sorted(result.layers)
     if not layers:
-        raise UserFacingError("No layer was captured; capture at least one layer to draw thumbnails.")
+        raise UserFacingError(_("No layer was captured; capture at least one layer to draw thumbnails."))
     weights = torch.stack([result.layers[layer].weights[item] for layer in layers])  # (L, H, T, T)
     return weights, layers
 
@@ -142,10 +164,14 @@ def selected_heads(result: Capture, pairs: Sequence[tuple[int, int]], item: int 
         captured = result.layer(layer)
         heads = captured.weights.shape[1]
         if not 0 <= head < heads:
-            raise UserFacingError(f"Head {head} does not exist: layer {layer} has heads 0–{heads - 1}.")
+            raise UserFacingError(
+                _("Head {head} does not exist: layer {layer} has heads 0–{last}.").format(
+                    head=head, layer=layer, last=heads - 1
+                )
+            )
         matrices.append(captured.weights[item, head])  # (T, T)
     if not matrices:
-        raise UserFacingError("Choose at least one head.")
+        raise UserFacingError(_("Choose at least one head."))
     return torch.stack(matrices)  # (K, T, T)
 
 
@@ -292,7 +318,10 @@ def thumbnail_figure(
             z=np.zeros((rows, heads)),
             x=xs,
             y=ys,
-            text=[[f"layer {layer} · head {head}" for head in range(heads)] for layer in thumbs.layers],
+            text=[
+                [_("layer {layer} · head {head}").format(layer=layer, head=head) for head in range(heads)]
+                for layer in thumbs.layers
+            ],
             hovertemplate="%{text}<extra></extra>",
             colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]],
             showscale=False,
@@ -316,7 +345,7 @@ def thumbnail_figure(
     figure.update_xaxes(
         tickmode="array",
         tickvals=xs,
-        ticktext=[f"head {head}" for head in range(heads)],
+        ticktext=[_("head {head}").format(head=head) for head in range(heads)],
         tickangle=-90,
         side="top",
         tickfont={"size": style.font_size},  # pinned: the margins below are sized for this font
@@ -330,7 +359,7 @@ def thumbnail_figure(
     figure.update_yaxes(
         tickmode="array",
         tickvals=ys,
-        ticktext=[f"layer {layer}" for layer in thumbs.layers],
+        ticktext=[_("layer {layer}").format(layer=layer) for layer in thumbs.layers],
         tickfont={"size": style.font_size},
         showgrid=False,
         zeroline=False,

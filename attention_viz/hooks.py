@@ -74,12 +74,18 @@ class Recorder:
     Attributes:
         layers: zero-based layers to record.
         stop_when_done: end the forward (with :class:`AllLayersRecorded`) after the last of them.
-        records: filled during the forward.
+        records: filled during the forward; a layer called again (``generate`` calls every
+            layer once per new token) keeps its latest call.
+        every_call: also keep every call's record, in order, in ``calls`` (for ``generate``:
+            the prefill, then one call per new token with one query row against the cache).
+        calls: per layer, one record per call; filled only with ``every_call``.
     """
 
     layers: frozenset[int]
     stop_when_done: bool = False
     records: dict[int, LayerRecord] = field(default_factory=dict)
+    every_call: bool = False
+    calls: dict[int, list[LayerRecord]] = field(default_factory=dict)
 
 
 _ACTIVE: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
@@ -88,13 +94,16 @@ _ACTIVE: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def recording(layers: list[int], stop_when_done: bool = False) -> Iterator[Recorder]:
+def recording(
+    layers: list[int], stop_when_done: bool = False, every_call: bool = False
+) -> Iterator[Recorder]:
     """Record the given layers during the forward passes run inside this block.
 
     With ``stop_when_done`` the forward raises :class:`AllLayersRecorded` as soon as every
-    requested layer has been recorded (the caller catches it and has no model output).
+    requested layer has been recorded (the caller catches it and has no model output). With
+    ``every_call`` each call of a layer is kept in ``Recorder.calls`` (see :class:`Recorder`).
     """
-    recorder = Recorder(layers=frozenset(layers), stop_when_done=stop_when_done)
+    recorder = Recorder(layers=frozenset(layers), stop_when_done=stop_when_done, every_call=every_call)
     token = _ACTIVE.set(recorder)
     try:
         yield recorder
@@ -169,14 +178,15 @@ def attention_forward(
     """The function transformers calls in every attention layer.
 
     Args:
-        query: ``(B, H, T, d)``. key, value: ``(B, H_kv, T, d)`` (grouped-query models share KV
-            heads). attention_mask: ``(B, 1, T, T)``, bool or additive.
+        query: ``(B, H, Tq, d)``. key, value: ``(B, H_kv, Tk, d)`` (grouped-query models share KV
+            heads; Tk = Tq except during ``generate``, where the keys include the KV cache).
+            attention_mask: ``(B, 1, Tq, Tk)``, bool or additive.
 
     Returns:
-        ``(output, weights)``: output ``(B, T, H, d)`` as transformers expects; weights
-        ``(B, H, T, T)`` for recorded layers, else None.
+        ``(output, weights)``: output ``(B, Tq, H, d)`` as transformers expects; weights
+        ``(B, H, Tq, Tk)`` for recorded layers, else None.
 
-    Shape: query ``(B, H, T, d)`` in, output ``(B, T, H, d)`` out.
+    Shape: query ``(B, H, Tq, d)`` in, output ``(B, Tq, H, d)`` out.
     """
     recorder = _ACTIVE.get()
     layer = getattr(module, "layer_idx", None)
@@ -193,11 +203,15 @@ def attention_forward(
     mask = _as_boolean_mask(attention_mask, query)
     if mask is None and getattr(module, "is_causal", False):
         # transformers would let SDPA apply is_causal=True; make that explicit for the reference.
-        length = query.shape[2]
-        mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()[None, None]
+        # With a KV cache the Tq queries are the *last* Tq of the Tk positions (one new token
+        # against the cache: Tq = 1), so query i may see keys up to Tk - Tq + i.
+        query_length, key_length = query.shape[2], key.shape[2]
+        mask = torch.ones(query_length, key_length, dtype=torch.bool, device=query.device).tril(
+            diagonal=key_length - query_length
+        )[None, None]  # (1, 1, Tq, Tk)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     trace = scaled_dot_product_attention(query, key_expanded, value_expanded, mask=mask, scale=scale)
-    recorder.records[layer] = LayerRecord(
+    record = LayerRecord(
         trace=trace,
         query=query,
         key=key_expanded,
@@ -205,6 +219,9 @@ def attention_forward(
         scale=float(scale),
         model_parity=model_parity(module, query, key, value, mask, scale, trace),
     )
+    recorder.records[layer] = record
+    if recorder.every_call:
+        recorder.calls.setdefault(layer, []).append(record)
     if recorder.stop_when_done and len(recorder.records) == len(recorder.layers):
         raise AllLayersRecorded
     return trace.output.transpose(1, 2).contiguous(), trace.weights  # (B, T, H, d)

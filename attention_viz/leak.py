@@ -13,6 +13,7 @@ import torch
 
 from attention_viz.capture import Capture
 from attention_viz.errors import UserFacingError
+from attention_viz.i18n import _
 from attention_viz.stats import padding_mass
 
 __all__ = ["UNMASKED_PAD_FILL", "leak_frame", "leak_meter", "padded_items", "padding_runs", "shade_padding"]
@@ -42,10 +43,10 @@ def leak_meter(result: Capture) -> torch.Tensor:
     Shape: each layer's weights are ``(B, H, T, T)``; returns ``(L, H)``.
     """
     if not result.layers:
-        raise UserFacingError("The leak meter needs at least one captured layer; capture every layer.")
+        raise UserFacingError(_("The leak meter needs at least one captured layer; capture every layer."))
     items = torch.tensor(padded_items(result), dtype=torch.long)
     rows = []
-    for _, captured in sorted(result.layers.items()):
+    for _layer, captured in sorted(result.layers.items()):
         heads = captured.weights.shape[1]
         if items.numel() == 0:
             rows.append(torch.zeros(heads))
@@ -56,7 +57,8 @@ def leak_meter(result: Capture) -> torch.Tensor:
 
 
 def leak_frame(leak: torch.Tensor, layers: list[int] | None = None) -> pd.DataFrame:
-    """The meter as a table: one row per layer, one column per head, plus the mean over heads.
+    """The meter as a table: one row per layer, one column per head, plus the mean over heads
+    (headed in the run's language).
 
     Args:
         leak: ``(L, H)`` from :func:`leak_meter`.
@@ -70,10 +72,10 @@ def leak_frame(leak: torch.Tensor, layers: list[int] | None = None) -> pd.DataFr
         raise ValueError(f"Got {len(layers)} layer labels for a meter with {count} rows.")
     frame = pd.DataFrame(
         leak.detach().cpu().double().numpy(),
-        index=pd.Index(layers, name="layer"),
-        columns=[f"head {head}" for head in range(heads)],
+        index=pd.Index(layers, name=_("layer")),
+        columns=[_("head {head}").format(head=head) for head in range(heads)],
     )
-    frame["mean"] = frame.mean(axis=1)
+    frame[_("mean")] = frame.mean(axis=1)
     return frame
 
 
@@ -94,8 +96,9 @@ def padding_runs(is_pad: list[bool]) -> list[tuple[int, int]]:
     return runs
 
 
-def shade_padding(figure: go.Figure, is_pad: list[bool], label: str = "padding (not masked)") -> go.Figure:
-    """Shade padding rows and columns of a single heatmap that the mask left visible.
+def shade_padding(figure: go.Figure, is_pad: list[bool], label: str | None = None) -> go.Figure:
+    """Shade padding rows and columns of a single heatmap that the mask left visible, with a
+    note above it (``label``; None = "padding (not masked)" in the run's language).
 
     The shading is layout shapes on top of the heatmap: the heatmap's values stay the true
     weights. Rows and columns are category positions ``0..T-1`` as
@@ -104,6 +107,7 @@ def shade_padding(figure: go.Figure, is_pad: list[bool], label: str = "padding (
     Shape: ``is_pad`` has ``T`` entries, one per query row and key column.
     """
     runs = padding_runs(is_pad)
+    label = _("padding (not masked)") if label is None else label
     style = {"fillcolor": UNMASKED_PAD_FILL, "line": {"color": UNMASKED_PAD_LINE, "width": 2, "dash": "dot"}}
     for first, last in runs:
         # Keys (columns) across every row, then queries (rows) across every column.

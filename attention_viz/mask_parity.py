@@ -39,6 +39,7 @@ import torch
 from transformers import masking_utils as mu
 
 from attention_viz.capture import encode, position_ids_for
+from attention_viz.i18n import _
 from attention_viz.loading import LoadedModel
 from attention_viz.policy import MaskPolicy
 
@@ -239,7 +240,11 @@ def _model_default(
         fallback = mu.causal_mask_function
     sources.append("masking_utils.sdpa_mask")
     if built is None:  # "no mask needed": say so, and draw what that means
-        sources.append(f"{sources[0]} returned None (no mask needed), drawn with masking_utils.sdpa_mask")
+        sources.append(
+            _("{source} returned None (no mask needed), drawn with {fallback}").format(
+                source=sources[0], fallback="masking_utils.sdpa_mask"
+            )
+        )
         built = mu.sdpa_mask(
             batch, length, length, mask_function=fallback, attention_mask=real, allow_is_causal_skip=False
         )
@@ -288,7 +293,9 @@ def _composed(
             use("or_masks")
             base = mu.or_masks(base, _prefix_function(rank, document, policy.prefix))
             here.append(
-                f"prefix-LM: the first {policy.prefix} real tokens of each document see each other both ways"
+                _(
+                    "prefix-LM: the first {count} real tokens of each document see each other both ways"
+                ).format(count=policy.prefix)
             )
         parts.append(base)
     else:
@@ -307,7 +314,9 @@ def _composed(
             use("or_masks")
             window = mu.or_masks(window, _sink_function(rank, policy.sinks))
             here.append(
-                f"attention sinks: the first {policy.sinks} real tokens of each document stay visible"
+                _("attention sinks: the first {count} real tokens of each document stay visible").format(
+                    count=policy.sinks
+                )
             )
         parts.append(window)
     if policy.chunk:

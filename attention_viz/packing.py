@@ -19,6 +19,7 @@ import torch
 
 from attention_viz.capture import Encoded, check_budget, checked_texts, encode, run_forward
 from attention_viz.errors import UserFacingError
+from attention_viz.i18n import N_, _
 from attention_viz.loading import LoadedModel
 from attention_viz.policy import MaskPolicy
 from attention_viz.tokens import display_tokens
@@ -28,6 +29,7 @@ __all__ = [
     "DocumentDrift",
     "PackingCheck",
     "cross_document_mass",
+    "delta_column",
     "drift_table",
     "packing_check",
     "positions_table",
@@ -37,12 +39,13 @@ __all__ = [
 MIN_TEXTS, MAX_TEXTS = 2, 4
 # float32 sums in another order differ by ~1e-5; a real contamination moves outputs by 1e-1 or more.
 AGREEMENT_TOLERANCE = 1e-4
-# (label, document_mask, reset_positions): the correct packing first.
+# (label, document_mask, reset_positions): the correct packing first. A label names its variant
+# in results and links (in English); translate it with ``_`` where it is shown.
 VARIANTS = (
-    ("document mask + position reset", True, True),
-    ("document mask only", True, False),
-    ("position reset only", False, True),
-    ("neither", False, False),
+    (N_("document mask + position reset"), True, True),
+    (N_("document mask only"), True, False),
+    (N_("position reset only"), False, True),
+    (N_("neither"), False, False),
 )
 
 
@@ -152,13 +155,17 @@ def packing_check(model: LoadedModel, texts: list[str]) -> PackingCheck:
     texts = checked_texts(texts)
     if not MIN_TEXTS <= len(texts) <= MAX_TEXTS:
         raise UserFacingError(
-            f"Pack {MIN_TEXTS} to {MAX_TEXTS} texts (one per line); {len(texts)} were given."
+            _("Pack {least} to {most} texts (one per line); {count} were given.").format(
+                least=MIN_TEXTS, most=MAX_TEXTS, count=len(texts)
+            )
         )
     base = MaskPolicy(pack=True).model_default(model.decoder)  # packed, kept apart: the model's own masks
     row = encode(model, texts, base)
     if any(row.truncated):
         raise UserFacingError(
-            f"The texts together are longer than {model.name} takes ({model.max_positions} tokens): shorten them."
+            _("The texts together are longer than {model} takes ({limit} tokens): shorten them.").format(
+                model=model.name, limit=model.max_positions
+            )
         )
     length = row.input_ids.shape[1]
     layers = list(range(model.num_layers))
@@ -174,7 +181,7 @@ def packing_check(model: LoadedModel, texts: list[str]) -> PackingCheck:
     position_ids, cross_mass, drift = {}, {}, []
     for label, document_mask, reset in VARIANTS:
         policy = base.with_changes(document_mask=document_mask, reset_positions=reset)
-        _, positions, records, output = run_forward(model, row, policy, layers)
+        _mask, positions, records, output = run_forward(model, row, policy, layers)
         position_ids[label] = positions[0]
         cross_mass[label] = torch.stack(
             [cross_document_mass(records[layer].trace.weights[0], documents) for layer in layers]
@@ -202,55 +209,62 @@ def _row_tokens(model: LoadedModel, row: Encoded) -> list[str]:
     return display_tokens(model.tokenizer, row.input_ids, row.attention_mask)[0]
 
 
+def delta_column(decoder: bool) -> str:
+    """The name of :func:`drift_table`'s max |Δ| column, in the run's language."""
+    return _("max |Δ| {output}").format(output=_("logits") if decoder else _("hidden states"))
+
+
 def drift_table(check: PackingCheck) -> pd.DataFrame:
     """One row per variant and document: its tokens, max |Δ| from the text alone, and the
-    decoder's KL and top-1 flips or the encoder's cosine, with a verdict."""
-    output = "logits" if check.decoder else "hidden states"
+    decoder's KL and top-1 flips or the encoder's cosine, with a verdict (in the run's language)."""
     rows = []
     for drift in check.drift:
         row = {
-            "packing": drift.variant,
-            "text": drift.document,
-            "tokens": drift.tokens,
-            f"max |Δ| {output}": drift.max_abs_delta,
+            _("packing"): _(drift.variant),
+            _("text"): drift.document,
+            _("tokens"): drift.tokens,
+            delta_column(check.decoder): drift.max_abs_delta,
         }
         if check.decoder:
-            row["KL(alone ‖ packed)"] = drift.kl
-            row["top-1 flips"] = drift.top1_flips
+            row[_("KL(alone ‖ packed)")] = drift.kl
+            row[_("top-1 flips")] = drift.top1_flips
         else:
-            row["cosine (mean-pooled)"] = drift.cosine
-        row["same as alone"] = "yes" if drift.agrees else "no"
+            row[_("cosine (mean-pooled)")] = drift.cosine
+        row[_("same as alone")] = _("yes") if drift.agrees else _("no")
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def summary_table(check: PackingCheck) -> pd.DataFrame:
     """One row per variant: the worst document's max |Δ| and the most attention any head sends
-    across documents."""
+    across documents (in the run's language)."""
     rows = []
-    for label, _, _ in VARIANTS:
+    for label, *_switches in VARIANTS:
         drifts = [drift for drift in check.drift if drift.variant == label]
         mass = check.cross_mass[label]  # (L, H)
         worst = int(mass.flatten().argmax())
         layer, head = divmod(worst, mass.shape[1])
         rows.append(
             {
-                "packing": label,
-                "worst max |Δ|": max(drift.max_abs_delta for drift in drifts),
-                "texts as alone": f"{sum(drift.agrees for drift in drifts)} of {len(drifts)}",
-                "most cross-document attention": float(mass.max()),
-                "in layer, head": f"{layer}, {head}" if float(mass.max()) > 0 else "none",
+                _("packing"): _(label),
+                _("worst max |Δ|"): max(drift.max_abs_delta for drift in drifts),
+                _("texts as alone"): _("{count} of {total}").format(
+                    count=sum(drift.agrees for drift in drifts), total=len(drifts)
+                ),
+                _("most cross-document attention"): float(mass.max()),
+                _("in layer, head"): f"{layer}, {head}" if float(mass.max()) > 0 else _("none"),
             }
         )
     return pd.DataFrame(rows)
 
 
 def positions_table(check: PackingCheck, label: str) -> pd.DataFrame:
-    """The packed row under one variant: each token, its text and the position the model was given."""
+    """The packed row under one variant: each token, its text and the position the model was
+    given (headed in the run's language)."""
     return pd.DataFrame(
         {
-            "token": check.tokens,
-            "text": check.documents.tolist(),
-            "position": check.position_ids[label].tolist(),
+            _("token"): check.tokens,
+            _("text"): check.documents.tolist(),
+            _("position"): check.position_ids[label].tolist(),
         }
     )

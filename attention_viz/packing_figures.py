@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import torch
 
 from attention_viz.figures import FigureStyle
+from attention_viz.i18n import _
 
 __all__ = ["cross_mass_figure"]
 
@@ -29,14 +30,16 @@ def cross_mass_figure(mass: torch.Tensor, title: str, style: FigureStyle, width_
     figure = go.Figure(
         go.Heatmap(
             z=values,
-            x=[f"head {head}" for head in range(heads)],
-            y=[f"layer {layer}" for layer in range(layers)],
+            x=[_("head {head}").format(head=head) for head in range(heads)],
+            y=[_("layer {layer}").format(layer=layer) for layer in range(layers)],
             zmin=0.0,
             zmax=1.0,
             colorscale=style.palette,
             customdata=hover,
-            hovertemplate="%{y} · %{x}<br>cross-document attention: %{customdata}<extra></extra>",
-            colorbar={"title": {"text": "share"}, "tickfont": {"size": style.tick_size}},
+            hovertemplate="%{y} · %{x}<br>"
+            + _("cross-document attention: {value}").format(value="%{customdata}")
+            + "<extra></extra>",
+            colorbar={"title": {"text": _("share")}, "tickfont": {"size": style.tick_size}},
             showscale=style.show_colorbar,
         )
     )

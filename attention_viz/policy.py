@@ -30,6 +30,7 @@ import torch
 
 from attention_viz import masks
 from attention_viz.errors import UserFacingError
+from attention_viz.i18n import _
 
 __all__ = [
     "NOT_IN_DOCUMENT",
@@ -122,8 +123,10 @@ def check_prefix(policy: MaskPolicy, attention_mask: torch.Tensor, documents: to
     shortest = min(lengths)
     if policy.prefix > shortest:
         raise UserFacingError(
-            f"The prefix ({policy.prefix} tokens) is longer than a text ({shortest} tokens after "
-            "truncation): choose a prefix shorter than every text."
+            _(
+                "The prefix ({prefix} tokens) is longer than a text ({shortest} tokens after "
+                "truncation): choose a prefix shorter than every text."
+            ).format(prefix=policy.prefix, shortest=shortest)
         )
 
 
@@ -194,18 +197,24 @@ class MaskPolicy:
                 object.__setattr__(self, name, check_whole_number(label, value, 1, " token"))
         if self.sinks is not None and self.window is None:
             raise ValueError(
-                "Attention sinks stay visible beside a sliding window (StreamingLLM); set a window "
-                "too (without one, every earlier token is visible anyway)."
+                _(
+                    "Attention sinks stay visible beside a sliding window (StreamingLLM); set a window "
+                    "too (without one, every earlier token is visible anyway)."
+                )
             )
         if self.prefix is not None and self.causal is False:
             raise ValueError(
-                "A prefix-LM is causal after its prefix; turn the causal mask on (without it, "
-                "every token already sees the whole text)."
+                _(
+                    "A prefix-LM is causal after its prefix; turn the causal mask on (without it, "
+                    "every token already sees the whole text)."
+                )
             )
         if not self.pack and not (self.document_mask and self.reset_positions):
             raise ValueError(
-                "document_mask and reset_positions apply to packed texts only; set pack=True "
-                "to pack the texts into one row."
+                _(
+                    "document_mask and reset_positions apply to packed texts only; set pack=True "
+                    "to pack the texts into one row."
+                )
             )
 
     def with_changes(self, **changes: object) -> MaskPolicy:
@@ -314,22 +323,28 @@ class MaskPolicy:
         return combined.expand(batch, 1, length, length)  # (B, 1, T, T)
 
     def describe(self) -> str:
-        """A short human label, e.g. ``causal + padding, window 4 + 2 sinks, packed``."""
-        causal = "prefix-LM " + str(self.prefix) if self.prefix else "causal"
-        parts = [name for name, on in ((causal, self.causal), ("padding", self.padding_mask)) if on]
-        label = " + ".join(parts) if parts else "no mask"
+        """A short human label in the run's language, e.g. ``causal + padding, window 4 + 2 sinks, packed``."""
+        causal = _("prefix-LM {prefix}").format(prefix=self.prefix) if self.prefix else _("causal")
+        parts = [name for name, on in ((causal, self.causal), (_("padding"), self.padding_mask)) if on]
+        clauses = [" + ".join(parts) if parts else _("no mask")]
         if self.window:
-            label += f", window {self.window}" + (f" + {self.sinks} sinks" if self.sinks else "")
+            window = _("window {width}").format(width=self.window)
+            if self.sinks:
+                window += " + " + _("{count} sinks").format(count=self.sinks)
+            clauses.append(window)
         if self.chunk:
-            label += f", chunks of {self.chunk}"
+            clauses.append(_("chunks of {size}").format(size=self.chunk))
         if self.pack:
             kept = [
                 name
                 for name, on in (
-                    ("document mask", self.document_mask),
-                    ("position reset", self.reset_positions),
+                    (_("document mask"), self.document_mask),
+                    (_("position reset"), self.reset_positions),
                 )
                 if on
             ]
-            label += ", packed" + (f" ({' + '.join(kept)})" if kept else " (nothing kept apart)")
-        return label
+            if kept:
+                clauses.append(_("packed ({kept})").format(kept=" + ".join(kept)))
+            else:
+                clauses.append(_("packed (nothing kept apart)"))
+        return _(", ").join(clauses)

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 
 from attention_viz.capture import Capture
 from attention_viz.figures import FigureStyle, escape_label, head_grid, stage_range
+from attention_viz.i18n import _
 
 __all__ = ["layer_figure", "render_layer", "standalone_html"]
 
@@ -25,7 +26,8 @@ def export_width(tokens: int, columns: int = 3) -> int:
 
 def layer_figure(result: Capture, layer: int, item: int = 0, style: FigureStyle = FigureStyle()) -> go.Figure:
     """All heads of one layer for one batch item, as the app's explorer draws them, wide enough
-    for every token label, with square cells, titled with the model, layer, item and masks."""
+    for every token label, with square cells, titled with the model, layer, item and masks (in
+    the run's language: :func:`attention_viz.i18n.language`)."""
     captured = result.layer(layer)
     weights = captured.weights[item]  # (H, T, T)
     tokens = result.tokens[item]
@@ -42,9 +44,13 @@ def layer_figure(result: Capture, layer: int, item: int = 0, style: FigureStyle 
         annotate=False,
         row_sums=False,
     )
-    title = f"{result.model_name} · layer {layer} · text {item} · {result.policy.describe()}"
+    title = _("{model} · layer {layer} · text {item} · {masks}").format(
+        model=result.model_name, layer=layer, item=item, masks=result.policy.describe()
+    )
     if result.policy.padding_mask or len(result.tokens) > 1:
-        title += f" · pads on the {result.policy.padding_side}"
+        title += " · " + (
+            _("pads on the left") if result.policy.padding_side == "left" else _("pads on the right")
+        )
     figure.update_layout(
         title={"text": escape_label(title), "x": 0.01, "font": {"size": style.font_size + 5}},
         margin={"t": figure.layout.margin.t + 50},
@@ -64,7 +70,11 @@ def render_layer(result: Capture, layer: int, item: int, out: str) -> None:
     if not 0 <= item < len(result.tokens):
         from attention_viz.errors import UserFacingError
 
-        raise UserFacingError(f"Item {item} does not exist: the batch has items 0–{len(result.tokens) - 1}.")
+        raise UserFacingError(
+            _("Item {item} does not exist: the batch has items 0–{last}.").format(
+                item=item, last=len(result.tokens) - 1
+            )
+        )
     figure = layer_figure(result, layer, item)
     path = Path(out)
     if path.suffix.lower() == ".html":

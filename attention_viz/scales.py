@@ -18,13 +18,32 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["DIVERGING", "PALETTES", "SCALES", "SCALE_LABELS", "ValueRange", "scaled", "stage_range"]
+from attention_viz.i18n import N_, _
+
+__all__ = [
+    "DIVERGING",
+    "PALETTES",
+    "SCALES",
+    "SCALE_LABELS",
+    "ValueRange",
+    "scale_label",
+    "scaled",
+    "stage_range",
+]
 
 # Colour-blind-safe sequential palettes; the first is the default.
 PALETTES = ("Viridis", "Cividis", "Plasma", "Greys")
 DIVERGING = "RdBu_r"  # blue (negative) - white (0) - red (positive)
 SCALES = ("fixed", "row", "log")
-SCALE_LABELS = {"fixed": "0 to 1 (fixed)", "row": "per row (÷ row maximum)", "log": "log (10⁻⁴ to 1)"}
+# In English; :func:`scale_label` gives them in the run's language.
+SCALE_LABELS = {
+    "fixed": N_("0 to 1 (fixed)"),
+    "row": N_("per row (÷ row maximum)"),
+    "log": N_("log (10⁻⁴ to 1)"),
+}
+# What one value of a stage is called (``ValueRange.label``): kept in English, shown translated.
+STAGE_VALUE_LABELS = {"scores": N_("score"), "masked_scores": N_("masked score"), "output": N_("output")}
+WEIGHT = N_("weight")
 # log₁₀ of the smallest weight the log scale tells apart: 1e-4 is far below 1/2048, the
 # weight of a uniform row at the longest text the app takes.
 LOG_FLOOR = -4.0
@@ -37,7 +56,8 @@ class ValueRange:
     Attributes:
         zmin, zmax: the values at the two ends of the colour scale (after :func:`scaled`).
         colorscale: a plotly colour scale name.
-        label: what one value is ("weight", "score"): hover names values with it.
+        label: what one value is ("weight", "score"), in English (code compares it): hover and
+            the colour bar name values with it in the run's language (see :attr:`shown_label`).
         scale: ``fixed``, ``row`` or ``log`` (weights only); see the module docstring.
     """
 
@@ -53,11 +73,24 @@ class ValueRange:
         return self.scale != "fixed"
 
     @property
+    def shown_label(self) -> str:
+        """:attr:`label` in the run's language."""
+        return _(self.label)
+
+    @property
     def colorbar_title(self) -> str:
-        """The colour bar's title, naming the scale."""
-        return {"fixed": self.label, "row": f"{self.label} ÷ row max", "log": f"log₁₀ {self.label}"}[
-            self.scale
-        ]
+        """The colour bar's title, naming the scale, in the run's language."""
+        label = self.shown_label
+        if self.scale == "row":
+            return _("{label} ÷ row max").format(label=label)
+        if self.scale == "log":
+            return f"log₁₀ {label}"
+        return label
+
+
+def scale_label(scale: str) -> str:
+    """A colour scale's name as a choice shows it (``"0 to 1 (fixed)"``), in the run's language."""
+    return _(SCALE_LABELS[scale])
 
 
 def stage_range(
@@ -72,12 +105,12 @@ def stage_range(
         raise ValueError(f"Unknown colour scale {scale!r}: use one of {', '.join(SCALES)}.")
     if stage == "weights":
         if scale == "log":
-            return ValueRange(LOG_FLOOR, 0.0, palette, "weight", "log")
-        return ValueRange(0.0, 1.0, palette, "weight", scale)
+            return ValueRange(LOG_FLOOR, 0.0, palette, WEIGHT, "log")
+        return ValueRange(0.0, 1.0, palette, WEIGHT, scale)
     finite = values[torch.isfinite(values)]
     bound = float(finite.abs().max()) if finite.numel() else 1.0
     bound = bound or 1.0
-    label = {"scores": "score", "masked_scores": "masked score", "output": "output"}.get(stage, stage)
+    label = STAGE_VALUE_LABELS.get(stage, stage)
     return ValueRange(-bound, bound, DIVERGING, label)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attention_viz.errors import UserFacingError
+from attention_viz.i18n import _
 
 PREFIX = "ATTNVIZ_"
 
@@ -44,9 +45,13 @@ def _int_setting(name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError as error:
-        raise UserFacingError(f"{PREFIX}{name} must be a whole number, got {raw!r}.") from error
+        raise UserFacingError(
+            _("{name} must be a whole number, got {value}.").format(name=PREFIX + name, value=repr(raw))
+        ) from error
     if value < 1:
-        raise UserFacingError(f"{PREFIX}{name} must be positive, got {value}.")
+        raise UserFacingError(
+            _("{name} must be positive, got {value}.").format(name=PREFIX + name, value=value)
+        )
     return value
 
 

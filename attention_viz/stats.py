@@ -6,15 +6,29 @@ import pandas as pd
 import torch
 
 from attention_viz.capture import Capture
+from attention_viz.i18n import N_
 
-__all__ = ["STAT_COLUMNS", "head_statistics", "padding_mass"]
+__all__ = ["COLUMN_LABELS", "STAT_COLUMNS", "head_statistics", "padding_mass"]
 
+# Each statistic's column and what it measures (in English: translate with ``_`` where shown).
 STAT_COLUMNS = {
-    "entropy": "mean row entropy (nats): low = sharp, high = broad",
-    "distance": "mean attention distance (tokens between query and key)",
-    "sink": "mass on the first real token (the 'attention sink')",
-    "previous": "weight on the previous token",
-    "padding": "mass on padding keys (should be 0 with the padding mask on)",
+    "entropy": N_("mean row entropy (nats): low = sharp, high = broad"),
+    "distance": N_("mean attention distance (tokens between query and key)"),
+    "sink": N_("mass on the first real token (the 'attention sink')"),
+    "previous": N_("weight on the previous token"),
+    "padding": N_("mass on padding keys (should be 0 with the padding mask on)"),
+}
+# The columns' names as a table header shows them (the frame keeps the names above, which code reads).
+COLUMN_LABELS = {
+    "rank": N_("rank"),
+    "layer": N_("layer"),
+    "head": N_("head"),
+    "kv_head": N_("kv_head"),
+    "entropy": N_("entropy"),
+    "distance": N_("distance"),
+    "sink": N_("sink"),
+    "previous": N_("previous"),
+    "padding": N_("padding"),
 }
 
 

@@ -8,8 +8,9 @@ import streamlit as st
 
 from attention_viz.attention import STAGES
 from attention_viz.figures import escape_markdown, head_grid, mask_figure, stage_range, stage_shows_mask
+from attention_viz.inspector import inspect_playground
 from attention_viz.toy import tokenize
-from ui import cache
+from ui import cache, inspector
 from ui.chrome import display_settings, run_or_stop
 from ui.controls import (
     batching_params,
@@ -51,6 +52,7 @@ PARAMS = [
     Param("pg_stage", "stage", "weights", "choice", choices=STAGES),
     Param("pg_stepping", "stepping", False, "bool"),
     Param("pg_step", "row", None, "int", low=0, high=MAX_SEQUENCE_LENGTH - 1),
+    *inspector.cell_params("pg", MAX_SEQUENCE_LENGTH, head=True, max_heads=max(HEAD_CHOICES)),
 ]
 
 ensure_app_navigation()
@@ -156,6 +158,9 @@ trace = result.attention.heads
 matrices = trace.stage(stage)[item]  # (H, T, T), or (H, T, d) for the output stage
 value_range = stage_range(stage, matrices, style.palette)
 is_output = stage == "output"
+pad_rows = (result.batch.attention_mask[item] == 0).tolist()  # (T,) True where the query is [PAD]
+# The inspected head and cell (a click on the heatmaps set them already), before they are drawn.
+cell_head, cell_query, cell_key = inspector.choose_cell("pg", trace.weights[item], pad_rows)
 
 
 stepping = st.toggle(
@@ -193,7 +198,6 @@ if stepping:
 
 ratios = [3, 1]
 widths = column_widths(ratios)
-pad_rows = (result.batch.attention_mask[item] == 0).tolist()  # (T,) True where the query is [PAD]
 columns = st.columns(ratios)
 with columns[0]:
     st.subheader(f"{policy.describe()} · {STAGE_LABELS[stage]}")
@@ -211,7 +215,16 @@ with columns[0]:
         highlight_row=revealed - 1 if revealed else None,
         row_sums=stage == "weights",
     )
-    st.plotly_chart(figure, key="pg_heads_chart", width="content")
+    # Output columns are features, not keys: a click there picks the head and the query only.
+    inspector.clickable_chart(
+        figure,
+        "pg_heads_chart",
+        "pg",
+        None if is_output else (cell_query, cell_key),
+        panel=cell_head + 1,
+        keys=not is_output,
+        pick_head=True,
+    )
     if stage == "weights":
         st.caption("Σ: each row's weights add up to 1 (a row with every key masked is empty: 0).")
 with columns[1]:
@@ -236,4 +249,10 @@ if cut:
     st.info(
         f"{cut} token(s) of {'the packed sentences' if packed else 'this sentence'} were cut by the sequence length."
     )
+
+cell_query, cell_key, cell_head = inspector.cell_inputs("pg", tokens, heads=trace.weights.shape[1])
+inspection = run_or_stop(
+    lambda: inspect_playground(result, item, cell_head, cell_query, cell_key), "Taking the cell apart…"
+)
+inspector.show_cell(inspection, style, presentation, "pg_cell")
 publish(PAGE, PARAMS)

@@ -24,9 +24,10 @@ from attention_viz.figures import (
     stage_range,
     stage_shows_mask,
 )
+from attention_viz.inspector import inspect_capture
 from attention_viz.rollout import attention_rollout
 from attention_viz.scales import SCALES
-from ui import cache, downloads
+from ui import cache, downloads, inspector
 from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
 from ui.controls import model_and_texts, model_params, numbered, page_masks, scale_picker, zoom_ranges
 from ui.routing import ensure_app_navigation
@@ -47,6 +48,8 @@ GRID_MAX_SIDE = 512
 ROW_PICKER_MIN_TOKENS = 97
 # float32 softmax on the same inputs agrees to ~1e-7; a real mismatch is orders of magnitude larger.
 PARITY_TOLERANCE = 1e-4
+# The longest text any bundled model takes (SmolLM2: 8192 tokens): the inspected cell's range in a link.
+MAX_POSITIONS = 8192
 PARAMS = [
     *model_params("ex", DEFAULT_TEXT),
     Param("ex_layer", "layer", 0, "int", low=0, high=1000),
@@ -54,6 +57,7 @@ PARAMS = [
     Param("ex_item", "item", 0, "int", low=0, high=3),
     Param("ex_stage", "stage", "weights", "choice", choices=STAGES),
     Param("ex_scale", "scale", "fixed", "choice", choices=SCALES),
+    *inspector.cell_params("ex", MAX_POSITIONS),
 ]
 
 ensure_app_navigation()
@@ -88,6 +92,10 @@ layer, head, item = st.session_state["ex_layer"], st.session_state["ex_head"], s
 stage = st.session_state["ex_stage"]
 
 result = run_or_stop(lambda: cache.capture(model_name, texts, (layer,), policy), "Running the model…")
+# The inspected cell (a click on the focused head set it already), before publish and the chart.
+_, cell_query, cell_key = inspector.choose_cell(
+    "ex", result.layer(layer).weights[item], result.pad_rows[item], head=head
+)
 publish(PAGE, PARAMS)
 
 captured = result.layer(layer)
@@ -133,7 +141,7 @@ with left:
         )
 with right:
     st.subheader(f"Head {head}")
-    st.plotly_chart(
+    inspector.clickable_chart(
         heatmap(
             matrices[head],
             tokens,
@@ -144,8 +152,9 @@ with right:
             width_px=widths[1],
             pad_rows=pad_rows,
         ),
-        key="ex_head_chart",
-        width="content",
+        "ex_head_chart",
+        "ex",
+        (cell_query, cell_key),
     )
     if len(tokens) ** 2 > SINGLE_HOVER_CELL_LIMIT:
         st.caption(
@@ -192,6 +201,12 @@ if len(tokens) >= ROW_PICKER_MIN_TOKENS:
         ),
         key="ex_row_chart",
     )
+
+cell_query, cell_key, _ = inspector.cell_inputs("ex", tokens)
+inspection = run_or_stop(
+    lambda: inspect_capture(result, layer, item, head, cell_query, cell_key), "Taking the cell apart…"
+)
+inspector.show_cell(inspection, style, presentation, "ex_cell")
 
 delta = parity_delta(result, layer)
 if delta is None:

@@ -8,7 +8,8 @@ import streamlit as st
 
 from attention_viz.figures import head_grid, stage_range
 from attention_viz.gallery import TYPICAL, selected_heads, thumbnail_figure, thumbnails, typical_heads
-from attention_viz.stats import STAT_COLUMNS
+from attention_viz.i18n import _
+from attention_viz.stats import COLUMN_LABELS, STAT_COLUMNS
 from ui import cache
 from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
 from ui.controls import model_and_texts, model_params, page_masks, set_value
@@ -28,18 +29,26 @@ PARAMS = [
     Param("hg_layer", "layer", 0, "int", low=0, high=1000),
     Param("hg_head", "head", 0, "int", low=0, high=1000),
 ]
-COLUMN_CONFIG = {
-    "rank": st.column_config.NumberColumn("rank", help="1 = most typical", format="%d"),
-    "layer": st.column_config.NumberColumn("layer", help="zero-based layer", format="%d"),
-    "head": st.column_config.NumberColumn("head", help="zero-based query head", format="%d"),
-    "kv_head": st.column_config.NumberColumn(
-        "kv_head", help="the key/value head this query head reads (grouped-query attention)", format="%d"
-    ),
-    **{
-        name: st.column_config.NumberColumn(name, help=help_text, format="%.3f")
-        for name, help_text in STAT_COLUMNS.items()
-    },
-}
+
+
+def column_config() -> dict:
+    """The statistics tables' columns, named and explained in the run's language."""
+    counts = {
+        "rank": _("1 = most typical"),
+        "layer": _("zero-based layer"),
+        "head": _("zero-based query head"),
+        "kv_head": _("the key/value head this query head reads (grouped-query attention)"),
+    }
+    return {
+        **{
+            name: st.column_config.NumberColumn(_(COLUMN_LABELS[name]), help=help_text, format="%d")
+            for name, help_text in counts.items()
+        },
+        **{
+            name: st.column_config.NumberColumn(_(COLUMN_LABELS[name]), help=_(help_text), format="%.3f")
+            for name, help_text in STAT_COLUMNS.items()
+        },
+    }
 
 
 def explorer_query(layer: int, head: int) -> dict[str, str]:
@@ -58,17 +67,20 @@ def explorer_query(layer: int, head: int) -> dict[str, str]:
 ensure_app_navigation()
 notes = restore(PAGE, PARAMS)
 style, presentation = display_settings()
-st.title("Head gallery")
+COLUMN_CONFIG = column_config()
+st.title(_("Head gallery"))
 st.caption(
-    "Every head of every layer of a real model, as small pictures of its attention weights, with "
-    "statistics to sort by. Pick a kind of head to find the most typical ones, then open one in the "
-    "model explorer."
+    _(
+        "Every head of every layer of a real model, as small pictures of its attention weights, with "
+        "statistics to sort by. Pick a kind of head to find the most typical ones, then open one in the "
+        "model explorer."
+    )
 )
 show_notes(notes)
 
 model_name, loaded, texts = model_and_texts("hg")
 if not texts:
-    st.warning("Type a sentence to see its attention.")
+    st.warning(_("Type a sentence to see its attention."))
     st.stop()
 
 policy = page_masks("hg", model_name, loaded, texts, presentation)
@@ -79,7 +91,7 @@ clamp_index("hg_head", loaded.num_heads)
 every_layer = tuple(range(loaded.num_layers))
 stats = run_or_stop(
     lambda: cache.statistics(model_name, texts, policy),
-    "Running the model on every layer…",
+    _("Running the model on every layer…"),
     can_choose_layers=False,
 )
 result = run_or_stop(  # cached by statistics
@@ -88,15 +100,15 @@ result = run_or_stop(  # cached by statistics
 publish(PAGE, PARAMS)
 cut_notes(result.texts, result.truncated)
 
-st.subheader("Find typical heads")
+st.subheader(_("Find typical heads"))
 buttons = st.columns(len(TYPICAL))
 for column, (kind, spec) in zip(buttons, TYPICAL.items(), strict=True):
     column.button(
-        spec.label,
+        _(spec.label),
         key=f"hg_pick_{kind}",
         on_click=set_value,
         args=("hg_kind", kind),
-        help=spec.explanation,
+        help=_(spec.explanation),
         type="primary" if st.session_state["hg_kind"] == kind else "secondary",
         width="stretch",
     )
@@ -109,11 +121,14 @@ ratios = [5, 6] if not presentation else [1, 1]
 right_width = column_widths(ratios)[1]
 left, right = st.columns(ratios)
 with left:
-    st.subheader("Every head")
+    st.subheader(_("Every head"))
     st.caption(
-        f"{loaded.num_layers} layers × {loaded.num_heads} heads · first text, {thumbs.tokens} tokens"
-        + (f" (pooled to {thumbs.cell} px)" if thumbs.cell < thumbs.tokens else "")
-        + f" · {policy.describe()} · rows are queries, columns keys; grey = masked."
+        _("{layers} layers × {heads} heads · first text, {tokens} tokens").format(
+            layers=loaded.num_layers, heads=loaded.num_heads, tokens=thumbs.tokens
+        )
+        + (_(" (pooled to {cell} px)").format(cell=thumbs.cell) if thumbs.cell < thumbs.tokens else "")
+        + " · "
+        + _("{masks} · rows are queries, columns keys; grey = masked.").format(masks=policy.describe())
     )
     st.plotly_chart(
         thumbnail_figure(thumbs, highlight=pairs, style=style, width_px=380),
@@ -124,8 +139,12 @@ with left:
 with right:
     if picked is not None:
         spec = TYPICAL[kind]
-        st.subheader(f"{spec.label}: top {len(picked)}")
-        st.caption(f"{spec.explanation} Ranked by `{spec.column}`; outlined in the gallery.")
+        st.subheader(_("{kind}: top {count}").format(kind=_(spec.label), count=len(picked)))
+        st.caption(
+            _("{explanation} Ranked by `{column}`; outlined in the gallery.").format(
+                explanation=_(spec.explanation), column=_(COLUMN_LABELS[spec.column])
+            )
+        )
         show_table(picked, presentation, "hg_typical_table", column_config=COLUMN_CONFIG, hide_index=True)
         tokens = result.tokens[0]
         st.plotly_chart(
@@ -137,7 +156,9 @@ with right:
                 allowed=result.mask[0, 0],
                 # Short titles with projector fonts, or neighbouring titles run into each other.
                 titles=[
-                    f"#{rank} · L{layer} H{head}" if presentation else f"#{rank} · layer {layer} head {head}"
+                    f"#{rank} · L{layer} H{head}"
+                    if presentation
+                    else _("#{rank} · layer {layer} head {head}").format(rank=rank, layer=layer, head=head)
                     for rank, (layer, head) in enumerate(pairs, 1)
                 ],
                 columns=3 if not presentation else 2,
@@ -154,25 +175,29 @@ with right:
         opens = st.columns(2 if not presentation else 1)
         for index, (layer, head) in enumerate(pairs):
             if opens[index % len(opens)].button(
-                f"Open layer {layer} head {head} in the explorer",
+                _("Open layer {layer} head {head} in the explorer").format(layer=layer, head=head),
                 key=f"hg_open_{layer}_{head}",
                 width="stretch",
             ):
                 st.switch_page(EXPLORER, query_params=explorer_query(layer, head))
 
-    st.subheader("Statistics of every head")
+    st.subheader(_("Statistics of every head"))
     st.caption(
-        f"One row per layer and head, averaged over every text · {policy.describe()}. "
-        "Click a column header to sort."
+        _(
+            "One row per layer and head, averaged over every text · {masks}. Click a column header to sort."
+        ).format(masks=policy.describe())
     )
     # Interactive in both modes: hundreds of rows need sorting and scrolling, not a long plain table.
     st.dataframe(stats, column_config=COLUMN_CONFIG, hide_index=True, height=420, key="hg_stats_table")
 
     if not presentation:
-        st.subheader("Open any head")
+        st.subheader(_("Open any head"))
         picks = st.columns([1, 1, 2], vertical_alignment="bottom")
-        picks[0].number_input("Layer", 0, loaded.num_layers - 1, step=1, key="hg_layer")
-        picks[1].number_input("Head", 0, loaded.num_heads - 1, step=1, key="hg_head")
+        picks[0].number_input(_("Layer"), 0, loaded.num_layers - 1, step=1, key="hg_layer")
+        picks[1].number_input(_("Head"), 0, loaded.num_heads - 1, step=1, key="hg_head")
         layer, head = int(st.session_state["hg_layer"]), int(st.session_state["hg_head"])
-        if picks[2].button(f"Open layer {layer} head {head} in the explorer", key="hg_open_any"):
+        if picks[2].button(
+            _("Open layer {layer} head {head} in the explorer").format(layer=layer, head=head),
+            key="hg_open_any",
+        ):
             st.switch_page(EXPLORER, query_params=explorer_query(layer, head))

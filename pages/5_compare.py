@@ -6,6 +6,7 @@ import streamlit as st
 
 from attention_viz.compare import PRESETS, compare_head, effect_table
 from attention_viz.figures import difference_figure, heatmap, stage_range
+from attention_viz.i18n import _
 from attention_viz.loading import BUNDLED, DEFAULT_MODEL
 from attention_viz.policy import MaskPolicy
 from ui import cache, presets
@@ -18,6 +19,7 @@ from ui.controls import (
     mask_switches,
     model_and_texts,
     more_masks,
+    padding_side_radio,
     policy_or_stop,
     window_input,
 )
@@ -43,18 +45,20 @@ PARAMS = [
 ensure_app_navigation()
 notes = restore(PAGE, PARAMS)
 style, presentation = display_settings()
-st.title("Compare two mask policies")
+st.title(_("Compare two mask policies"))
 st.caption(
-    "The same model and text run twice, once under policy A and once under policy B. Both sides "
-    "share one colour scale (weights from 0 to 1), and the third picture is the difference B − A."
+    _(
+        "The same model and text run twice, once under policy A and once under policy B. Both sides "
+        "share one colour scale (weights from 0 to 1), and the third picture is the difference B − A."
+    )
 )
 show_notes(notes)
 
 examples = st.columns([1.0, 1.3, 1.5, 1.3, 1.7], vertical_alignment="center")
-examples[0].markdown("**Try an example:**")
+examples[0].markdown(_("**Try an example:**"))
 for column, (name, preset) in zip(examples[1:], PRESETS.items(), strict=False):
     column.button(
-        preset.label,
+        _(preset.label),
         key=f"cmp_preset_{name}",
         on_click=presets.apply_preset,
         args=(name,),
@@ -65,15 +69,17 @@ if st.session_state.get("cmp_text_before_preset") is not None:
     typed = st.session_state["cmp_text_before_preset"]
     note, undo = st.columns([4, 1], vertical_alignment="center")
     note.info(
-        "The example replaced your text with texts of different lengths (to show padding or packing). "
-        f"Your text ({len(typed.splitlines())} line(s)) is kept: put it back with the button."
+        _(
+            "The example replaced your text with texts of different lengths (to show padding or packing). "
+            "Your text ({count} line(s)) is kept: put it back with the button."
+        ).format(count=len(typed.splitlines()))
     )
     undo.button(
-        "Restore my text", key="cmp_restore_text", on_click=presets.restore_typed_text, width="stretch"
+        _("Restore my text"), key="cmp_restore_text", on_click=presets.restore_typed_text, width="stretch"
     )
 model_name, loaded, texts = model_and_texts("cmp", height=80 if not presentation else 100)
 if not texts:
-    st.warning("Type a sentence to compare its attention under two policies.")
+    st.warning(_("Type a sentence to compare its attention under two policies."))
     st.stop()
 
 own_causal = MaskPolicy().for_model(loaded.decoder).causal  # A: the model's own choice, B: the opposite
@@ -83,7 +89,7 @@ for side, own in zip(SIDES, (own_causal, not own_causal), strict=True):
 packed = bool(st.session_state.get("cmp_pack"))
 follow_length(
     "cmp",
-    run_or_stop(lambda: cache.token_count(model_name, texts, packed), "Tokenising…"),
+    run_or_stop(lambda: cache.token_count(model_name, texts, packed), _("Tokenising…")),
     loaded.max_positions,
 )
 rows = 1 if packed else len(texts)  # packed texts share one row
@@ -93,21 +99,23 @@ clamp_index("cmp_item", rows)
 
 shared = st.columns([3, 3, 1, 1, 2])
 shared[0].slider(
-    "Sequence length",
+    _("Sequence length"),
     min_value=1,
     max_value=loaded.max_positions,
     key="cmp_length",
-    help="Every text is cut or padded to this many tokens, on both sides.",
+    help=_("Every text is cut or padded to this many tokens, on both sides."),
 )
-shared[1].slider("Layer", 0, loaded.num_layers - 1, key="cmp_layer")
-shared[2].selectbox("Head", range(loaded.num_heads), key="cmp_head")
-shared[3].selectbox("Text shown", range(rows), key="cmp_item", disabled=rows == 1)
-shared[4].radio("Padding side", ("right", "left"), key="cmp_side", horizontal=True)
+shared[1].slider(_("Layer"), 0, loaded.num_layers - 1, key="cmp_layer")
+shared[2].selectbox(_("Head"), range(loaded.num_heads), key="cmp_head")
+shared[3].selectbox(_("Text shown"), range(rows), key="cmp_item", disabled=rows == 1)
+padding_side_radio(shared[4], "cmp_side")
 shared[4].toggle(
-    "Pack the texts into one row",
+    _("Pack the texts into one row"),
     key="cmp_pack",
-    help="Both sides pack every line into one row, one document after another; each side chooses "
-    "its own document mask and position reset under More masks.",
+    help=_(
+        "Both sides pack every line into one row, one document after another; each side chooses "
+        "its own document mask and position reset under More masks."
+    ),
 )
 layer, head, item = st.session_state["cmp_layer"], st.session_state["cmp_head"], st.session_state["cmp_item"]
 
@@ -115,9 +123,9 @@ controls = st.columns(3)
 policies = {}
 for side, column in zip(SIDES, controls, strict=False):
     with column:
-        st.subheader(f"Policy {side.upper()}")
+        st.subheader(_("Policy {side}").format(side=side.upper()))
         # One above the other: side by side, a third of the page cuts their labels.
-        mask_switches(st, st, f"cmp_{side}_causal", f"cmp_{side}_padding", CAUSAL_HELP)
+        mask_switches(st, st, f"cmp_{side}_causal", f"cmp_{side}_padding", _(CAUSAL_HELP))
         window_input(st, f"cmp_{side}_window")
         more_masks(st, f"cmp_{side}")
         policies[side] = policy_or_stop(f"cmp_{side}", "cmp")
@@ -131,11 +139,14 @@ comparison = run_or_stop(lambda: compare_head(captures["A"], captures["B"], laye
 weights_range = stage_range("weights", comparison.a, style.palette)  # [0, 1] on both sides
 
 with controls[2]:
-    st.subheader("Difference B − A")
+    st.subheader(_("Difference B − A"))
     st.markdown(
-        f"Layer {layer}, head {head}, text {item}. Largest change of a real token's attention: "
-        f"**{comparison.max_change:.3f}**.\n\n"
-        "Red: B attends more than A. Blue: less. White: no change."
+        _(
+            "Layer {layer}, head {head}, text {item}. Largest change of a real token's attention: "
+            "**{change:.3f}**."
+        ).format(layer=layer, head=head, item=item, change=comparison.max_change)
+        + "\n\n"
+        + _("Red: B attends more than A. Blue: less. White: no change.")
     )
 
 # The pictures get their own row so that the three heatmaps start at the same height.
@@ -171,10 +182,10 @@ panels[2].plotly_chart(difference, key="cmp_diff_chart", width="content")
 
 cut_notes(captures["A"].texts, captures["A"].truncated)
 
-st.subheader("What each policy changes in the output")
+st.subheader(_("What each policy changes in the output"))
 effects = {
     side.upper(): run_or_stop(
-        lambda policy=policy: cache.effect(model_name, texts, policy), "Comparing with the default masks…"
+        lambda policy=policy: cache.effect(model_name, texts, policy), _("Comparing with the default masks…")
     )
     for side, policy in policies.items()
 }
@@ -184,7 +195,9 @@ table = effect_table(
 show_table(table, presentation, "cmp_effect_table", hide_index=True)
 if not presentation:
     st.caption(
-        "Against the model's default masks (the ones it was trained with). Decoder: KL divergence of "
-        "the next-token distributions over the real tokens of the text shown, and how many top-1 "
-        "predictions flip. Encoder: cosine similarity of the mean-pooled sentence embedding."
+        _(
+            "Against the model's default masks (the ones it was trained with). Decoder: KL divergence of "
+            "the next-token distributions over the real tokens of the text shown, and how many top-1 "
+            "predictions flip. Encoder: cosine similarity of the mean-pooled sentence embedding."
+        )
     )

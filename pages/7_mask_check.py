@@ -8,6 +8,7 @@ import streamlit as st
 
 from attention_viz.block_figures import block_figure
 from attention_viz.figures import SINGLE_HOVER_CELL_LIMIT, parity_figure
+from attention_viz.i18n import _
 from attention_viz.mask_check import DRAWING_MAX_TOKENS
 from ui import cache
 from ui.chrome import display_settings, literal, run_or_stop
@@ -28,62 +29,72 @@ PARAMS = [
 ensure_app_navigation()
 notes = restore(PAGE, PARAMS)
 style, presentation = display_settings()
-st.title("Mask check")
+st.title(_("Mask check"))
 st.caption(
-    "The mask your settings build, set beside the one transformers' own mask functions build for the "
-    "same tokens, cell for cell; then the same mask as FlexAttention sees it, in blocks, and as code."
+    _(
+        "The mask your settings build, set beside the one transformers' own mask functions build for the "
+        "same tokens, cell for cell; then the same mask as FlexAttention sees it, in blocks, and as code."
+    )
 )
 show_notes(notes)
 
 model_name, loaded, texts = model_and_texts("mc")
 if not texts:
-    st.warning("Type a sentence to check its mask.")
+    st.warning(_("Type a sentence to check its mask."))
     st.stop()
 policy = page_masks("mc", model_name, loaded, texts, presentation)
 rows = 1 if policy.pack else len(texts)
 clamp_index("mc_item", rows)
 picks = st.columns([2, 2, 3])
 picks[0].selectbox(
-    "Text shown",
+    _("Text shown"),
     range(rows),
-    format_func=partial(numbered, ["packed row"] if policy.pack else [text[:40] for text in texts]),
+    format_func=partial(numbered, [_("packed row")] if policy.pack else [text[:40] for text in texts]),
     key="mc_item",
     disabled=rows == 1,
 )
 picks[1].selectbox(
-    "Block size (tokens)",
+    _("Block size (tokens)"),
     BLOCK_SIZES,
     key="mc_block",
-    help="FlexAttention's default is 128. A block is skipped when every cell in it is masked.",
+    help=_("FlexAttention's default is 128. A block is skipped when every cell in it is masked."),
 )
 check = run_or_stop(
     lambda: cache.masks(model_name, texts, policy, st.session_state["mc_block"], st.session_state["mc_item"]),
-    "Building the masks…",
+    _("Building the masks…"),
 )
 publish(PAGE, PARAMS)
 
 parity, item = check.parity, check.item
-st.subheader(f"Our mask against transformers' own · {check.policy.describe()}")
+st.subheader(_("Our mask against transformers' own · {masks}").format(masks=check.policy.describe()))
 built_with = ", ".join(literal(source) for source in parity.sources)
 if parity.equal:
     st.success(
-        f"Equal, cell for cell: {parity.ours[:, 0].numel():,} cells over {parity.ours.shape[0]} row(s)."
+        _("Equal, cell for cell: {cells:,} cells over {rows} row(s).").format(
+            cells=parity.ours[:, 0].numel(), rows=parity.ours.shape[0]
+        )
     )
 else:
     st.error(
-        f"{parity.cells_differ:,} cells differ: red where only our mask lets a query attend, blue where "
-        "only transformers' does."
+        _(
+            "{cells:,} cells differ: red where only our mask lets a query attend, blue where "
+            "only transformers' does."
+        ).format(cells=parity.cells_differ)
     )
 st.caption(
-    f"transformers built its mask with {built_with}."
+    _("transformers built its mask with {sources}.").format(sources=built_with)
     + (
-        " Written here, as transformers has no function for them: " + "; ".join(parity.written_here) + "."
+        _(" Written here, as transformers has no function for them: {parts}.").format(
+            parts="; ".join(parity.written_here)
+        )
         if parity.written_here
         else ""
     )
     + (
-        f" {parity.cells_by_convention:,} cells in padding query rows differ by convention (ours leaves a "
-        "pad's own row empty; transformers masks padding keys only) and are not counted."
+        _(
+            " {cells:,} cells in padding query rows differ by convention (ours leaves a "
+            "pad's own row empty; transformers masks padding keys only) and are not counted."
+        ).format(cells=parity.cells_by_convention)
         if parity.cells_by_convention
         else ""
     )
@@ -99,7 +110,7 @@ with left:
                 parity.theirs[item, 0],
                 parity.by_convention[item, 0],
                 tokens,
-                title="Packed row" if check.policy.pack else f"Text {item}",
+                title=_("Packed row") if check.policy.pack else _("Text {item}").format(item=item),
                 style=style,
                 width_px=widths[0],
             ),
@@ -107,36 +118,51 @@ with left:
             width="content",
         )
         st.caption(
-            "Dark: both may attend. Light: both mask. Red: only ours may attend. Blue: only "
-            "transformers' may attend. Grey: a padding row that differs by convention."
+            _(
+                "Dark: both may attend. Light: both mask. Red: only ours may attend. Blue: only "
+                "transformers' may attend. Grey: a padding row that differs by convention."
+            )
         )
     else:
         st.info(
-            f"{len(tokens):,} tokens: too many cells to draw one by one; the counts above cover them all."
+            _("{count:,} tokens: too many cells to draw one by one; the counts above cover them all.").format(
+                count=len(tokens)
+            )
         )
 with right:
     view = check.blocks
     st.plotly_chart(
-        block_figure(view, f"FlexAttention blocks of {view.block_size} tokens", widths[1], style=style),
+        block_figure(
+            view,
+            _("FlexAttention blocks of {size} tokens").format(size=view.block_size),
+            widths[1],
+            style=style,
+        ),
         key="mc_block_chart",
         width="content",
     )
     counts = st.columns(4)
-    counts[0].metric("Full blocks", view.full_blocks)
-    counts[1].metric("Partial blocks", view.partial_blocks)
-    counts[2].metric("Empty blocks", view.empty_blocks)
-    counts[3].metric("Skipped", f"{view.sparsity:.1f}%")
+    counts[0].metric(_("Full blocks"), view.full_blocks)
+    counts[1].metric(_("Partial blocks"), view.partial_blocks)
+    counts[2].metric(_("Empty blocks"), view.empty_blocks)
+    counts[3].metric(_("Skipped"), f"{view.sparsity:.1f}%")
     st.caption(
-        "Built with torch's own create_block_mask on CPU from the policy's mask_mod. FlexAttention "
-        "computes full blocks without reading the mask, applies it inside partial blocks, and skips "
-        "empty ones."
+        _(
+            "Built with torch's own create_block_mask on CPU from the policy's mask_mod. FlexAttention "
+            "computes full blocks without reading the mask, applies it inside partial blocks, and skips "
+            "empty ones."
+        )
     )
 
 code, drawing = st.columns([3, 2])
 with code:
-    st.markdown("**The policy as a FlexAttention `mask_mod`** (copy it; nothing here runs it)")
+    st.markdown(_("**The policy as a FlexAttention `mask_mod`** (copy it; nothing here runs it)"))
     st.code(check.snippet, language="python")
 with drawing:
-    cut = f" (first {DRAWING_MAX_TOKENS} tokens)" if len(tokens) > DRAWING_MAX_TOKENS else ""
-    st.markdown(f"**Text {item} as ■ may attend / ⬚ masked**{cut}, for slides")
+    cut = (
+        _(" (first {count} tokens)").format(count=DRAWING_MAX_TOKENS)
+        if len(tokens) > DRAWING_MAX_TOKENS
+        else ""
+    )
+    st.markdown(_("**Text {item} as ■ may attend / ⬚ masked**{cut}, for slides").format(item=item, cut=cut))
     st.code(check.drawing, language=None)

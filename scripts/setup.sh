@@ -20,10 +20,12 @@ PY="$VENV/bin/python"
 # Debian packages for the browser tests. The fonts are recommended, not
 # required, by chromium; we install without recommends (which would also
 # pull in udev, avahi, upower and a print dialog), so name them here. The
-# emoji font draws the page icons, which are boxes without it.
+# emoji font draws the page icons, which are boxes without it. The small CJK
+# font (WenQuanYi Micro Hei, ~5 MB) draws the Chinese app and the PNG export
+# (kaleido drives this chromium), whose characters are boxes without one.
 # libatomic1: the node binary inside the playwright wheel needs it, and a
 # minimal Debian lacks it.
-APT_PACKAGES=(chromium fonts-liberation fonts-dejavu-core fonts-noto-color-emoji libatomic1)
+APT_PACKAGES=(chromium fonts-liberation fonts-dejavu-core fonts-noto-color-emoji fonts-wqy-microhei libatomic1)
 APT_COMMAND="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${APT_PACKAGES[*]}"
 
 say() { printf '==> %s\n' "$*"; }

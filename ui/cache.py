@@ -2,6 +2,10 @@
 
 Result caches are bounded (``max_entries`` and a TTL) so a classroom of sessions cannot grow
 memory without limit. Arguments named with a leading underscore are left out of cache keys.
+
+A result that holds words (a policy described in a sentence, a note) is cached per language: the
+run's language (:mod:`attention_viz.i18n`) is part of its key, so a session in Chinese never gets
+the English words another session cached. Results that hold only numbers and tokens are shared.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import streamlit as st
 from attention_viz.capture import Capture, effect_of
 from attention_viz.capture import capture as run_capture
 from attention_viz.effect import OutputEffect
+from attention_viz.generation import Generation, generate_stepwise
+from attention_viz.i18n import get_language, language
 from attention_viz.loading import LoadedModel, load_model
 from attention_viz.mask_check import MaskCheck, mask_check
 from attention_viz.packing import PackingCheck, packing_check
@@ -47,10 +53,16 @@ def capture(model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], po
     return run_capture(model(model_name), list(texts), layers=list(layers), policy=policy, effect=False)
 
 
-@st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
 def effect(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> OutputEffect:
-    """Cached :func:`attention_viz.capture.effect_of`: what the masks change in the output."""
-    return effect_of(model(model_name), list(texts), policy)
+    """Cached :func:`attention_viz.capture.effect_of`: what the masks change in the output (its
+    ``reference_label`` in the run's language)."""
+    return _effect(model_name, texts, policy, get_language())
+
+
+@st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def _effect(model_name: str, texts: tuple[str, ...], policy: MaskPolicy, lang: str) -> OutputEffect:
+    with language(lang):
+        return effect_of(model(model_name), list(texts), policy)
 
 
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
@@ -73,9 +85,24 @@ def packing(model_name: str, texts: tuple[str, ...]) -> PackingCheck:
     return packing_check(model(model_name), list(texts))
 
 
-@st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
 def masks(
     model_name: str, texts: tuple[str, ...], policy: MaskPolicy, block_size: int, item: int
 ) -> MaskCheck:
-    """Cached :func:`attention_viz.mask_check.mask_check` (masks only: the model does not run)."""
-    return mask_check(model(model_name), list(texts), policy, block_size, item)
+    """Cached :func:`attention_viz.mask_check.mask_check` (masks only: the model does not run);
+    its notes and drawing are in the run's language."""
+    return _masks(model_name, texts, policy, block_size, item, get_language())
+
+
+@st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def _masks(
+    model_name: str, texts: tuple[str, ...], policy: MaskPolicy, block_size: int, item: int, lang: str
+) -> MaskCheck:
+    with language(lang):
+        return mask_check(model(model_name), list(texts), policy, block_size, item)
+
+
+@st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def generation(model_name: str, prompt: str, layer: int, new_tokens: int) -> Generation:
+    """Cached :func:`attention_viz.generation.generate_stepwise` on the shared model (one layer
+    recorded at every step; at most about 9 MB an entry)."""
+    return generate_stepwise(model(model_name), prompt, layer=layer, max_new_tokens=new_tokens)

@@ -12,6 +12,7 @@ import streamlit as st
 from attention_viz.capture import OverBudget
 from attention_viz.errors import UserFacingError
 from attention_viz.figures import PALETTES, FigureStyle
+from attention_viz.i18n import DEFAULT_LANGUAGE, LANGUAGES, _, localized
 from attention_viz.loading import BUNDLED, LoadedModel, needs_conversion
 from ui import cache
 from ui.viewport import measure
@@ -51,27 +52,39 @@ PRESENTATION_CSS = (
 
 
 def display_settings() -> tuple[FigureStyle, bool]:
-    """Sidebar switches for presentation mode and palette.
+    """Sidebar switches for the language, presentation mode and palette.
+
+    The language itself was set for this run by ``ui.state.restore``; a change here reruns the
+    page in the other language.
 
     Returns the figure style and whether presentation mode is on.
     """
     # Re-assigned, not setdefault: the same switch on another page is another widget to
     # Streamlit, which would drop this one's value on a page change. A teacher who turns on
-    # presentation mode once keeps it on every page.
-    for key, default in (("presentation", False), ("palette", PALETTES[0])):
+    # presentation mode (or Chinese) once keeps it on every page.
+    for key, default in (("lang", DEFAULT_LANGUAGE), ("presentation", False), ("palette", PALETTES[0])):
         value = st.session_state.get(key)
         st.session_state[key] = default if value is None else value
     with st.sidebar:
+        # Each language named in itself, so a person who reads only one of them finds it.
+        st.radio(
+            _("Language"),
+            tuple(LANGUAGES),
+            key="lang",
+            format_func=LANGUAGES.get,
+            horizontal=True,
+            help=_("The language of every page. It is part of the page's link."),
+        )
         st.toggle(
-            "Presentation mode",
+            _("Presentation mode"),
             key="presentation",
-            help="Large fonts and pictures for a projector. It is part of the page's link.",
+            help=_("Large fonts and pictures for a projector. It is part of the page's link."),
         )
         st.selectbox(
-            "Colour palette",
+            _("Colour palette"),
             PALETTES,
             key="palette",
-            help="All palettes are readable with colour-vision deficiencies; Viridis is the default.",
+            help=_("All palettes are readable with colour-vision deficiencies; Viridis is the default."),
         )
     measure()
     presentation = bool(st.session_state["presentation"])
@@ -87,14 +100,19 @@ def display_settings() -> tuple[FigureStyle, bool]:
 def show_table(frame, presentation: bool, key: str, **dataframe_options) -> None:
     """A table: interactive (sortable, scrollable) normally; in presentation mode a plain table
     whose text the projector CSS enlarges (the interactive one draws on a canvas CSS cannot
-    enlarge)."""
+    enlarge). Columns are named by their ``column_config`` labels in both."""
     if presentation:
         # st.table renders markdown: quote every text cell literally.
         shown = frame.copy()
         for column in shown.columns:
             if shown[column].dtype == object:
                 shown[column] = shown[column].map(lambda value: literal(str(value)))
-        st.table(shown, hide_index=dataframe_options.get("hide_index", False))
+        labels = {
+            column: config["label"]
+            for column, config in (dataframe_options.get("column_config") or {}).items()
+            if isinstance(config, dict) and config.get("label")
+        }
+        st.table(shown.rename(columns=labels), hide_index=dataframe_options.get("hide_index", False))
     else:
         st.dataframe(frame, key=key, **dataframe_options)
 
@@ -103,10 +121,16 @@ def model_or_stop(name: str) -> LoadedModel:
     """The shared model, with a spinner (and a first-load note); on failure an error, then stop."""
     try:
         if name not in BUNDLED:
-            raise UserFacingError(f"Unknown model {name!r}. Bundled models: {', '.join(BUNDLED)}.")
-        message = f"Loading {name}…"
+            raise UserFacingError(
+                _("Unknown model {name}. Bundled models: {names}.").format(
+                    name=repr(name), names=", ".join(BUNDLED)
+                )
+            )
+        message = _("Loading {name}…").format(name=name)
         if needs_conversion(name):
-            message = f"Converting the bundled model {name} (about 20 s, only the first time)…"
+            message = _("Converting the bundled model {name} (about 20 s, only the first time)…").format(
+                name=name
+            )
         with st.spinner(message):
             loaded = cache.model(name)
     except UserFacingError as error:
@@ -117,20 +141,20 @@ def model_or_stop(name: str) -> LoadedModel:
     for note in loaded.notes:
         if not st.session_state.get(f"_model_note_{name}_{note}"):
             st.session_state[f"_model_note_{name}_{note}"] = True
-            st.toast(note, icon="🛠️")
+            st.toast(localized(note), icon="🛠️")
     return loaded
 
 
-def run_or_stop(
-    task: Callable[[], T], message: str = "Running the model…", can_choose_layers: bool = True
-) -> T:
+def run_or_stop(task: Callable[[], T], message: str | None = None, can_choose_layers: bool = True) -> T:
     """Run a capture with a spinner; a failure becomes ``st.error`` and stops the page.
 
     A :class:`UserFacingError` says what to do. A request over the memory budget is worded for
     what this page offers (``can_choose_layers``: False where every layer is always captured,
     so "capture fewer layers" is no advice). Anything else is a bug: the page still shows a short
     message instead of a traceback (a class is watching), and the traceback goes to the server's log.
+    ``message`` is the spinner's text (translated by the caller); None: "Running the model…".
     """
+    message = message or _("Running the model…")
     try:
         with st.spinner(message):
             return task()
@@ -145,8 +169,10 @@ def run_or_stop(
     except Exception as error:
         LOG.exception("unexpected failure while: %s", message)
         st.error(
-            f"Something went wrong ({type(error).__name__}). Change a setting or reload the page to try "
-            "again; the details are in the server's log for the host."
+            _(
+                "Something went wrong ({error}). Change a setting or reload the page to try "
+                "again; the details are in the server's log for the host."
+            ).format(error=type(error).__name__)
         )
         st.stop()
         raise
@@ -170,4 +196,6 @@ def cut_notes(texts: tuple[str, ...] | list[str], truncated: list[int]) -> None:
     for text, cut in zip(texts, truncated, strict=True):
         if cut:
             shown = literal(text[:40] + ("…" if len(text) > 40 else ""))
-            st.info(f"{cut} token(s) of {shown} were cut by the sequence length.")
+            st.info(
+                _("{count} token(s) of {text} were cut by the sequence length.").format(count=cut, text=shown)
+            )

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from attention_viz.loading import BUNDLED, DEFAULT_MODEL, LoadedModel
+from attention_viz.i18n import N_, _
+from attention_viz.loading import BUNDLED, DEFAULT_MODEL, LoadedModel, describe_model
 from attention_viz.policy import MaskPolicy
-from attention_viz.scales import SCALE_LABELS, SCALES
+from attention_viz.scales import SCALES, scale_label
 from attention_viz.settings import load_settings
 from ui import cache
 from ui.chrome import model_or_stop, run_or_stop
@@ -17,6 +18,9 @@ from ui.state import Param
 MAX_WINDOW = 512
 # Prefix, sinks and chunk widths a control accepts (0 = off); longer ones are refused by the link reader.
 MAX_PART = 8192
+PADDING_SIDES = ("right", "left")
+# The padding side as the radio names it (the URL keeps "right" and "left").
+SIDE_LABELS = {"right": N_("right"), "left": N_("left")}
 
 
 def mask_params(key: str, url: str = "", causal_default: bool | None = None) -> list[Param]:
@@ -37,7 +41,7 @@ def mask_params(key: str, url: str = "", causal_default: bool | None = None) -> 
 def batching_params(key: str, max_length: int = 8192) -> list[Param]:
     """URL-backed state for how texts become rows: padding side, length, packing."""
     return [
-        Param(f"{key}_side", "side", "right", "choice", choices=("right", "left")),
+        Param(f"{key}_side", "side", "right", "choice", choices=PADDING_SIDES),
         Param(f"{key}_length", "length", None, "int", low=1, high=max_length),
         Param(f"{key}_pack", "pack", False, "bool"),
     ]
@@ -112,68 +116,80 @@ def more_masks(slot, key: str, pack_key: str | None = None, expanded: bool | Non
     packed_key = pack_key or key
     if expanded is None:
         expanded = parts_on or bool(state.get(f"{packed_key}_pack"))
-    with slot.expander("More masks: prefix-LM, sinks, chunks, packing", expanded=expanded):
+    with slot.expander(_("More masks: prefix-LM, sinks, chunks, packing"), expanded=expanded):
         causal, window = bool(state.get(f"{key}_causal")), bool(state.get(f"{key}_window"))
         widths = st.columns(3)
         widths[0].number_input(
-            "Prefix-LM (tokens)",
+            _("Prefix-LM (tokens)"),
             min_value=0,
             max_value=MAX_PART,
             step=1,
             key=f"{key}_prefix_lm",
             disabled=not causal,
-            help="0 = off. The first P tokens of each text see each other both ways; the rest stay "
-            "causal (T5, PaliGemma). Needs the causal mask.",
+            help=_(
+                "0 = off. The first P tokens of each text see each other both ways; the rest stay "
+                "causal (T5, PaliGemma). Needs the causal mask."
+            ),
         )
         widths[1].number_input(
-            "Attention sinks (tokens)",
+            _("Attention sinks (tokens)"),
             min_value=0,
             max_value=MAX_PART,
             step=1,
             key=f"{key}_sinks",
             disabled=not window,
-            help="0 = off. The first S tokens of each text stay visible to every query beside the "
-            "sliding window (StreamingLLM). Needs a sliding window.",
+            help=_(
+                "0 = off. The first S tokens of each text stay visible to every query beside the "
+                "sliding window (StreamingLLM). Needs a sliding window."
+            ),
         )
         widths[2].number_input(
-            "Chunk size (tokens)",
+            _("Chunk size (tokens)"),
             min_value=0,
             max_value=MAX_PART,
             step=1,
             key=f"{key}_chunk",
-            help="0 = off. Tokens attend only within their own chunk of C tokens (causally, with the "
-            "causal mask on), nothing across chunks (Llama 4).",
+            help=_(
+                "0 = off. Tokens attend only within their own chunk of C tokens (causally, with the "
+                "causal mask on), nothing across chunks (Llama 4)."
+            ),
         )
         if pack_key is not None:
             st.toggle(
-                "Pack the texts into one row",
+                _("Pack the texts into one row"),
                 key=f"{pack_key}_pack",
-                help="Every line becomes a document in one row, one after another, as packed "
-                "training batches do, instead of one padded row per text.",
+                help=_(
+                    "Every line becomes a document in one row, one after another, as packed "
+                    "training batches do, instead of one padded row per text."
+                ),
             )
         packed = bool(state.get(f"{packed_key}_pack"))
         switches = st.columns(2)
         switches[0].toggle(
-            "Document mask",
+            _("Document mask"),
             key=f"{key}_docmask",
             disabled=not packed,
-            help="Packed: a block-diagonal mask, so no token attends to another document. Off: "
-            "cross-document contamination.",
+            help=_(
+                "Packed: a block-diagonal mask, so no token attends to another document. Off: "
+                "cross-document contamination."
+            ),
         )
         switches[1].toggle(
-            "Restart positions per document",
+            _("Restart positions per document"),
             key=f"{key}_reset",
             disabled=not packed,
-            help="Packed: position ids restart at 0 at each document, as each text alone would "
-            "have them. Off: positions run on across the row.",
+            help=_(
+                "Packed: position ids restart at 0 at each document, as each text alone would "
+                "have them. Off: positions run on across the row."
+            ),
         )
         ignored = []
         if state.get(f"{key}_prefix_lm") and not causal:
-            ignored.append("the prefix (it needs the causal mask)")
+            ignored.append(_("the prefix (it needs the causal mask)"))
         if state.get(f"{key}_sinks") and not window:
-            ignored.append("the sinks (they need a sliding window)")
+            ignored.append(_("the sinks (they need a sliding window)"))
         if ignored:
-            st.caption("Ignored for now: " + " and ".join(ignored) + ".")
+            st.caption(_("Ignored for now: {parts}.").format(parts=_(" and ").join(ignored)))
 
 
 def numbered(labels: Sequence[str], index: int) -> str:
@@ -199,53 +215,70 @@ def texts_of(raw: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in raw.splitlines() if line.strip())
 
 
+def model_label(name: str) -> str:
+    """``"smollm2 · SmolLM2-135M-Instruct · causal decoder · …"``: a model as the picker shows it."""
+    return f"{name} · {describe_model(name)}"
+
+
+def side_label(side: str) -> str:
+    """The padding side as the radio shows it, in the run's language."""
+    return _(SIDE_LABELS[side])
+
+
 def model_picker(prefix: str) -> str:
     """The bundled-model select box. Picking another model resets ``Causal mask`` to that model's own choice."""
     return st.selectbox(
-        "Model",
+        _("Model"),
         tuple(BUNDLED),
         key=f"{prefix}_model",
-        format_func=lambda name: f"{name} · {BUNDLED[name].description}",
+        format_func=model_label,
         on_change=lambda: st.session_state.pop(f"{prefix}_causal", None),
     )
 
 
-CAUSAL_HELP = "On: each token sees only itself and earlier tokens, in every layer. "
+# Marked here, translated where shown: the help of every ``Causal mask`` toggle starts with it.
+CAUSAL_HELP = N_("On: each token sees only itself and earlier tokens, in every layer. ")
 
 
 def mask_switches(causal_slot, padding_slot, causal_key: str, padding_key: str, causal_help: str) -> None:
-    """The ``Causal mask`` and ``Padding mask`` toggles, each in its slot (a column or ``st``)."""
-    causal_slot.toggle("Causal mask", key=causal_key, help=causal_help)
+    """The ``Causal mask`` and ``Padding mask`` toggles, each in its slot (a column or ``st``).
+
+    ``causal_help`` is shown as given: translate it first (:data:`CAUSAL_HELP` with ``_``).
+    """
+    causal_slot.toggle(_("Causal mask"), key=causal_key, help=causal_help)
     padding_slot.toggle(
-        "Padding mask",
+        _("Padding mask"),
         key=padding_key,
-        help="Off simulates a forgotten attention_mask: real tokens may attend to padding.",
+        help=_("Off simulates a forgotten attention_mask: real tokens may attend to padding."),
     )
 
 
 def window_input(slot, key: str) -> None:
     """The ``Sliding window`` width (0 = off) in its slot (a column or ``st``)."""
     slot.number_input(
-        "Sliding window",
+        _("Sliding window"),
         min_value=0,
         max_value=MAX_WINDOW,
         step=1,
         key=key,
-        help="0 = off. Otherwise each token sees only this many neighbours (itself included).",
+        help=_("0 = off. Otherwise each token sees only this many neighbours (itself included)."),
     )
 
 
 def model_and_texts(
     prefix: str,
-    label: str = "Text (one per line; several lines make a padded batch)",
+    label: str | None = None,
     height: int = 80,
     most: int | None = None,
 ) -> tuple[str, LoadedModel, tuple[str, ...]]:
     """The model picker beside the text box; loads the model (with a spinner).
 
+    ``label`` is the text box's label, translated by the caller (None: "Text (one per line; …)").
+
     Returns ``(model name, loaded model, texts)``: at most ``most`` texts (the page's own limit)
     and at most the host's ``ATTNVIZ_MAX_TEXTS``; they may be empty, for the page to say so.
     """
+    label = label or _("Text (one per line; several lines make a padded batch)")
     top = st.columns([1, 2])
     with top[0]:
         model_name = model_picker(prefix)
@@ -256,7 +289,11 @@ def model_and_texts(
     most = min(host_most, most) if most else host_most
     if len(texts) > most:
         # The box keeps every line; only the batch is cut, so that one request stays bounded.
-        st.info(f"{len(texts)} lines were given; the first {most} are used (one batch holds at most {most}).")
+        st.info(
+            _("{count} lines were given; the first {most} are used (one batch holds at most {most}).").format(
+                count=len(texts), most=most
+            )
+        )
         texts = texts[:most]
     return model_name, model_or_stop(model_name), texts
 
@@ -270,10 +307,15 @@ def follow_length(prefix: str, natural_length: int, max_length: int) -> None:
     if current is not None and current > max_length:
         # From a link, or kept from a model with a longer limit: say so rather than change it silently.
         st.info(
-            f"Sequence length {current:,} is more than this model's limit of {max_length:,} tokens; "
-            f"the text's own length ({natural_length:,}) is used."
+            _(
+                "Sequence length {current:,} is more than this model's limit of {limit:,} tokens; "
+                "the text's own length ({natural:,}) is used."
+            ).format(current=current, limit=max_length, natural=natural_length)
         )
-    if current is None or current == previous_natural or current > max_length:
+    following = current is None or current == previous_natural or current > max_length
+    # Written only when it changes: writing a widget's key sends the value back to the browser,
+    # which would undo a key press that is already on its way (the slider would jump back).
+    if following and current != natural_length:
         st.session_state[length_key] = natural_length
     st.session_state[f"_{prefix}_natural"] = natural_length
 
@@ -306,22 +348,28 @@ def mask_controls(
         columns[1],
         causal_key,
         f"{prefix}_padding",
-        CAUSAL_HELP + ("This decoder was trained with it." if decoder else "This encoder never had it."),
+        _(CAUSAL_HELP)
+        + (_("This decoder was trained with it.") if decoder else _("This encoder never had it.")),
     )
     columns[2].slider(
-        "Sequence length",
+        _("Sequence length"),
         min_value=1,
         max_value=max_length,
         key=length_key,
-        help="Every text is cut or padded to this many tokens.",
+        help=_("Every text is cut or padded to this many tokens."),
     )
     if show_window:
         window_input(columns[3], f"{prefix}_window")
     if show_side:
-        st.radio("Padding side", ("right", "left"), key=f"{prefix}_side", horizontal=True)
+        padding_side_radio(st, f"{prefix}_side")
     if more:
         more_masks(st, prefix, pack_key=prefix)
     return policy_or_stop(prefix)
+
+
+def padding_side_radio(slot, key: str) -> None:
+    """The ``Padding side`` choice (right or left) in its slot (a column or ``st``)."""
+    slot.radio(_("Padding side"), PADDING_SIDES, key=key, format_func=side_label, horizontal=True)
 
 
 def policy_or_stop(key: str, batch_key: str | None = None) -> MaskPolicy:
@@ -340,7 +388,7 @@ def page_masks(
     """:func:`mask_controls` for a model page: the length follows the texts' token count, and
     presentation mode hides the window and padding-side controls."""
     packed = bool(st.session_state.get(f"{prefix}_pack"))
-    natural = run_or_stop(lambda: cache.token_count(model_name, texts, packed), "Tokenising…")
+    natural = run_or_stop(lambda: cache.token_count(model_name, texts, packed), _("Tokenising…"))
     return mask_controls(
         prefix,
         loaded.decoder,
@@ -359,14 +407,16 @@ def scale_picker(key: str, stage: str) -> str:
     if stage != "weights":
         return "fixed"
     st.radio(
-        "Colour scale",
+        _("Colour scale"),
         SCALES,
-        format_func=SCALE_LABELS.get,
+        format_func=scale_label,
         key=key,
         horizontal=True,
-        help="Fixed: 0 to 1, so toggles never rescale. Per row: each query row divided by its largest "
-        "weight, for long texts where attention spreads thin. Log: tiny weights become visible. "
-        "Hover always shows the true weight.",
+        help=_(
+            "Fixed: 0 to 1, so toggles never rescale. Per row: each query row divided by its largest "
+            "weight, for long texts where attention spreads thin. Log: tiny weights become visible. "
+            "Hover always shows the true weight."
+        ),
     )
     return st.session_state[key]
 
@@ -375,6 +425,7 @@ def scale_picker(key: str, stage: str) -> str:
 ZOOM_MIN_TOKENS = 24
 ZOOM_MAX_SPAN = 512
 ZOOM_DEFAULT_SPAN = 48
+ZOOM_NAMES = {"queries": N_("queries"), "keys": N_("keys")}
 
 
 def zoom_ranges(prefix: str, length: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
@@ -386,10 +437,12 @@ def zoom_ranges(prefix: str, length: int) -> tuple[tuple[int, int], tuple[int, i
     if length < ZOOM_MIN_TOKENS:
         return None
     if not st.toggle(
-        "Zoom into a range of queries and keys",
+        _("Zoom into a range of queries and keys"),
         key=f"{prefix}_zoom",
-        help="Draws the chosen rows and columns of the focused head at full resolution, with every "
-        "token named and every value on hover.",
+        help=_(
+            "Draws the chosen rows and columns of the focused head at full resolution, with every "
+            "token named and every value on hover."
+        ),
     ):
         return None
     ranges = []
@@ -398,10 +451,15 @@ def zoom_ranges(prefix: str, length: int) -> tuple[tuple[int, int], tuple[int, i
         key = f"{prefix}_zoom_{name}"
         low, high = st.session_state.get(key) or (max(0, length - ZOOM_DEFAULT_SPAN), length - 1)
         st.session_state[key] = (min(low, length - 1), min(high, length - 1))
-        column.slider(f"Zoom: {name} (positions)", 0, length - 1, key=key)
+        shown = _(ZOOM_NAMES[name])
+        column.slider(_("Zoom: {name} (positions)").format(name=shown), 0, length - 1, key=key)
         low, high = st.session_state[key]
         if high - low + 1 > ZOOM_MAX_SPAN:
             high = low + ZOOM_MAX_SPAN - 1
-            column.caption(f"At most {ZOOM_MAX_SPAN} {name} at a time: showing {low}–{high}.")
+            column.caption(
+                _("At most {most} {name} at a time: showing {low}–{high}.").format(
+                    most=ZOOM_MAX_SPAN, name=shown, low=low, high=high
+                )
+            )
         ranges.append((low, high))
     return ranges[0], ranges[1]

@@ -22,7 +22,9 @@ from typing import Any
 
 import streamlit as st
 
+from attention_viz import i18n
 from attention_viz.figures import PALETTES, escape_markdown
+from attention_viz.i18n import _
 from ui.chrome import literal
 
 try:  # Streamlit's flag for a rerun caused by the browser's back/forward; no public API has it.
@@ -70,28 +72,30 @@ class Param:
     def parse(self, raw: str) -> Any:
         """The value for a URL string; raises ValueError with a reason if it is not acceptable."""
         if len(raw) > MAX_PARAM_CHARS:
-            raise ValueError(f"too long ({len(raw):,} characters)")
+            raise ValueError(_("too long ({count:,} characters)").format(count=len(raw)))
         if self.kind == "bool":
             if raw.lower() in ("1", "true", "on", "yes"):
                 return True
             if raw.lower() in ("0", "false", "off", "no"):
                 return False
-            raise ValueError("expected on or off")
+            raise ValueError(_("expected on or off"))
         if self.kind == "int":
             # ASCII digits only: int() would also read other scripts' digits ("٥" as 5).
             if not re.fullmatch(r"[+-]?[0-9]+", raw.strip()):
-                raise ValueError("expected a whole number")
+                raise ValueError(_("expected a whole number"))
             value = int(raw.strip())
             if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-                raise ValueError(f"expected a number from {self.low} to {self.high}")
+                raise ValueError(
+                    _("expected a number from {low} to {high}").format(low=self.low, high=self.high)
+                )
             return value
         if self.kind == "choice":
             for choice in self.choices:
                 if str(choice) == raw:
                     return choice
-            raise ValueError(f"expected one of {', '.join(map(str, self.choices))}")
+            raise ValueError(_("expected one of {choices}").format(choices=", ".join(map(str, self.choices))))
         if "\x00" in raw:
-            raise ValueError("contains a NUL character")
+            raise ValueError(_("contains a NUL character"))
         return raw
 
     def dump(self, value: Any) -> str:
@@ -101,8 +105,11 @@ class Param:
 
 
 # Display settings of the whole app (the sidebar's ``ui.chrome.display_settings``): every page's
-# link carries them, so a link made in presentation mode opens in presentation mode.
+# link carries them, so a link made in presentation mode opens in presentation mode, and one
+# made in Chinese opens in Chinese.
+LANGUAGE = Param("lang", "lang", i18n.DEFAULT_LANGUAGE, "choice", choices=tuple(i18n.LANGUAGES))
 GLOBAL_PARAMS: list[Param] = [
+    LANGUAGE,
     Param("presentation", "present", False, "bool"),
     Param("palette", "palette", PALETTES[0], "choice", choices=tuple(PALETTES)),
 ]
@@ -123,9 +130,12 @@ def restore(page: str, params: Sequence[Param]) -> list[str]:
     are pressed faster than runs finish, the value sent back would arrive late and undo the
     presses made since.
 
+    The run's language (:data:`LANGUAGE`) is set here, before anything is worded, notes included.
+
     Returns notes about parameters of the link that were ignored, for the page to show; they
     are returned again on later runs until a setting changes.
     """
+    language = use_language()
     every = [*GLOBAL_PARAMS, *params]
     seen_by_page = dict(st.session_state.get(_SEEN_KEY, {}))
     seen = seen_by_page.get(page, {})
@@ -138,6 +148,8 @@ def restore(page: str, params: Sequence[Param]) -> list[str]:
             if value is not None:
                 st.session_state[param.key] = value
         notes = _apply_url(every, reset_missing=GLOBAL_PARAMS if history else [])
+        if use_language() != language:  # the link chose another language: word its notes in it
+            notes = _apply_url(every, reset_missing=GLOBAL_PARAMS if history else [])
     else:
         for param in params:
             value = st.session_state.get(param.key)
@@ -153,6 +165,35 @@ def restore(page: str, params: Sequence[Param]) -> list[str]:
         st.session_state[_NOTES_KEY] = (page, notes, _values(every)) if notes else None
         return notes
     return _standing_notes(page)
+
+
+def use_language() -> str:
+    """Set the run's language (:mod:`attention_viz.i18n`) from the session, and return it.
+
+    Every run of every page sets it (through :func:`restore`), so that each run's messages are
+    in the language the person chose, whatever an earlier run of this thread used. A script
+    that shows text before :func:`restore` (``app.py``'s page titles) calls
+    :func:`language_of_run` instead, since the session does not yet hold a link's choice.
+    """
+    code = st.session_state.get(LANGUAGE.key)
+    if code not in i18n.LANGUAGES:
+        code = LANGUAGE.initial()
+    i18n.set_language(code)
+    return code
+
+
+def language_of_run() -> str:
+    """Set and return the run's language before :func:`restore` has read the link: the
+    session's choice, else a valid ``lang`` of the URL, else English. Nothing is stored, and a
+    bad value is left for :func:`restore` to report."""
+    code = st.session_state.get(LANGUAGE.key)
+    if code not in i18n.LANGUAGES:
+        try:
+            code = LANGUAGE.parse((st.query_params.get_all(LANGUAGE.url) or [""])[0])
+        except ValueError:
+            code = LANGUAGE.initial()
+    i18n.set_language(code)
+    return code
 
 
 def publish(page: str, params: Sequence[Param], skip: Callable[[Param], bool] | None = None) -> None:
@@ -226,24 +267,31 @@ def _apply_url(params: Sequence[Param], reset_missing: Sequence[Param]) -> list[
                 st.session_state[param.key] = param.initial()
             continue
         if len(values) > 1:
-            notes.append(f"“{param.url}” was given {len(values)} times; the first one is used.")
+            notes.append(
+                _("“{name}” was given {count} times; the first one is used.").format(
+                    name=param.url, count=len(values)
+                )
+            )
         try:
             st.session_state[param.key] = param.parse(values[0])
         except ValueError as reason:
             shown = values[0][:SHOWN_VALUE_CHARS] + ("…" if len(values[0]) > SHOWN_VALUE_CHARS else "")
             notes.append(
-                f"“{param.url}” = {literal(shown)} was ignored "
-                f"({escape_markdown(str(reason))}); the default is used."
+                _("“{name}” = {value} was ignored ({reason}); the default is used.").format(
+                    name=param.url, value=literal(shown), reason=escape_markdown(str(reason))
+                )
             )
             st.session_state[param.key] = param.initial()
     known = {param.url for param in params}
     unknown = sorted(name for name in current if name not in known)
     if unknown and len(unknown) <= 5:
         notes.append(
-            "Unknown link parameters ignored: " + ", ".join(literal(name[:40]) for name in unknown) + "."
+            _("Unknown link parameters ignored: {names}.").format(
+                names=", ".join(literal(name[:40]) for name in unknown)
+            )
         )
     elif unknown:
-        notes.append(f"{len(unknown)} unknown link parameters were ignored.")
+        notes.append(_("{count} unknown link parameters were ignored.").format(count=len(unknown)))
     return notes
 
 
@@ -255,7 +303,7 @@ def show_notes(notes: list[str]) -> None:
     host (escaping alone still lets Streamlit autolink ``www.…`` and e-mail addresses).
     """
     for note in notes:
-        st.info("Link: " + note, icon="🔗")
+        st.info(_("Link: {note}").format(note=note), icon="🔗")
 
 
 def clamp_index(key: str, count: int) -> int:

@@ -1,0 +1,366 @@
+"""Pictures of one cell's arithmetic (:mod:`attention_viz.inspector`) and its outline on a heatmap.
+
+* :func:`vector_figure`: q_i, k_j and their element-wise product, dimension by dimension.
+* :func:`softmax_figure`: the query's row before the softmax (s + M) and after it (w), key j marked.
+* :func:`output_figure`: the output row o_i = Σ_k w_ik v_k and key j's share of it (Playground).
+* :func:`chain_latex` / :func:`output_latex`: the chain as equations with the actual numbers.
+* :func:`mark_cell`: outlines the inspected cell on a heatmap.
+
+No Streamlit here. Every visible word is in the block of constants below, ready for translation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from attention_viz.figures import HIGHLIGHT_COLOUR, MASKED_COLOUR, FigureStyle, escape_label
+from attention_viz.geometry import ticks_for
+from attention_viz.inspector import CellInspection
+
+__all__ = [
+    "chain_latex",
+    "mark_cell",
+    "output_figure",
+    "output_latex",
+    "softmax_figure",
+    "vector_figure",
+]
+
+# --- every visible word of these figures -----------------------------------------------------------
+Q_TITLE = "query vector q<sub>{query}</sub> of “{token}”"
+K_TITLE = "key vector k<sub>{key}</sub> of “{token}”"
+K_TITLE_GROUPED = "key vector k<sub>{key}</sub> of “{token}” (KV head {kv_head})"
+PRODUCT_TITLE = "q<sub>{query}</sub>[m] · k<sub>{key}</sub>[m]: the bars add up to q·k = {dot}"
+DIMENSION_AXIS = "dimension m"
+Q_HOVER = "dimension %{x}<br>q[m] = %{y:.4f}<extra></extra>"
+K_HOVER = "dimension %{x}<br>k[m] = %{y:.4f}<extra></extra>"
+PRODUCT_HOVER = "dimension %{x}<br>q[m] · k[m] = %{y:.4f}<extra></extra>"
+SCORES_TITLE = "row {query} before the softmax: s + M for every key"
+WEIGHTS_TITLE = "after the softmax: the weights w (they add up to {total})"
+KEY_AXIS = "key position"
+SCORE_HOVER = "key %{customdata}<br>s + M = %{y:.4f}<extra></extra>"
+MASKED_HOVER = "key %{customdata}<br>masked: s + M = −∞, weight 0<extra></extra>"
+WEIGHT_HOVER = "key %{customdata}<br>weight %{y:.4f}<extra></extra>"
+MINUS_INFINITY = "−∞"
+CHOSEN_WEIGHT = "w = {weight}"
+OUTPUT_TITLE = "output row o<sub>{query}</sub> = Σ<sub>k</sub> w<sub>{query}k</sub> v<sub>k</sub>"
+OUTPUT_NAME = "o<sub>{query}</sub> (all keys)"
+SHARE_NAME = "w<sub>{query},{key}</sub> v<sub>{key}</sub> (key {key} alone)"
+OUTPUT_HOVER = "dimension %{x}<br>%{y:.4f}<extra></extra>"
+EMPTY_ROW_TEX = r"\text{every key of this row is masked: by rule its weights are all 0}"
+# ----------------------------------------------------------------------------------------------------
+
+Q_COLOUR = "#3b528b"  # viridis blue
+K_COLOUR = "#21918c"  # viridis teal
+POSITIVE_COLOUR = "#b2182b"  # red, as positive scores are drawn (RdBu_r)
+NEGATIVE_COLOUR = "#2166ac"  # blue, as negative scores are drawn
+BAR_COLOUR = "#3b528b"
+OUTPUT_TERMS = 8  # the output equation lists this many keys, then "+ …"
+
+
+def _number(value: float, digits: int = 4) -> str:
+    """Plain text for a number: fixed decimals, or scientific when it is very large or small."""
+    if math.isinf(value):
+        return MINUS_INFINITY if value < 0 else "∞"
+    if value == 0:
+        return "0"  # exactly: a masked key's weight, e^(−∞)
+    if not 1e-3 <= abs(value) < 1e6:
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}f}"
+
+
+def _tex(value: float, digits: int = 4) -> str:
+    """A number as LaTeX: ``-\\infty``, ``0.1234`` or ``1.234 \\times 10^{13}``."""
+    if math.isinf(value):
+        return r"-\infty" if value < 0 else r"\infty"
+    if value == 0:
+        return "0"
+    if not 1e-3 <= abs(value) < 1e6:
+        mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+        return rf"{mantissa} \times 10^{{{int(exponent)}}}"
+    return f"{value:.{digits}f}"
+
+
+def _significant(value: float) -> str:
+    """A positive sum of exponentials to 4 significant digits, as LaTeX."""
+    if value == 0 or not 1e-3 <= abs(value) < 1e6:
+        return _tex(value, 4)
+    return f"{value:.4g}"
+
+
+def _layout(figure: go.Figure, style: FigureStyle, width_px: float | None, height: float) -> None:
+    figure.update_layout(
+        width=None if width_px is None else round(width_px),
+        height=round(height),
+        margin={"l": 10, "r": 10, "t": 10 + (style.font_size + 2) * 2, "b": 10},
+        font={"size": style.font_size},
+        plot_bgcolor="white",
+        showlegend=False,
+        bargap=0.15,
+        hoverlabel={"font_size": style.font_size},
+    )
+    figure.update_annotations(font_size=style.font_size + 1)
+    figure.update_xaxes(tickfont_size=style.tick_size, showgrid=False, zeroline=False)
+    figure.update_yaxes(
+        tickfont_size=style.tick_size, gridcolor="#eeeeee", zeroline=True, zerolinecolor="#888888"
+    )
+
+
+def vector_figure(
+    cell: CellInspection, style: FigureStyle = FigureStyle(), width_px: float | None = None
+) -> go.Figure:
+    """Three rows of bars over the dimensions m: q_i[m], k_j[m] and q_i[m]·k_j[m].
+
+    The products are red where they raise the score and blue where they lower it; their sum is
+    q·k. For a grouped-query head the key's title names the KV head it comes from.
+
+    Shape: ``cell.q`` and ``cell.k`` are ``(d,)``.
+    """
+    dims = np.arange(cell.q.shape[0])
+    product = cell.product.numpy()
+    key_title = K_TITLE_GROUPED if cell.grouped else K_TITLE
+    figure = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.12,
+        subplot_titles=[
+            Q_TITLE.format(query=cell.query, token=escape_label(cell.query_token)),
+            key_title.format(key=cell.key, token=escape_label(cell.key_token), kv_head=cell.kv_head),
+            PRODUCT_TITLE.format(query=cell.query, key=cell.key, dot=_number(cell.dot)),
+        ],
+    )
+    figure.add_trace(
+        go.Bar(x=dims, y=cell.q.double().numpy(), marker_color=Q_COLOUR, hovertemplate=Q_HOVER), 1, 1
+    )
+    figure.add_trace(
+        go.Bar(x=dims, y=cell.k.double().numpy(), marker_color=K_COLOUR, hovertemplate=K_HOVER), 2, 1
+    )
+    figure.add_trace(
+        go.Bar(
+            x=dims,
+            y=product,
+            marker_color=np.where(product >= 0, POSITIVE_COLOUR, NEGATIVE_COLOUR).tolist(),
+            hovertemplate=PRODUCT_HOVER,
+        ),
+        3,
+        1,
+    )
+    presentation = style.font_size >= 18
+    _layout(figure, style, width_px, (3 * 150 if presentation else 3 * 115) + 4 * (style.font_size + 2) * 2)
+    figure.update_xaxes(title_text=DIMENSION_AXIS, title_font_size=style.tick_size + 1, row=3, col=1)
+    return figure
+
+
+def _key_ticks(cell: CellInspection, width_px: float | None, style: FigureStyle) -> tuple[dict, float]:
+    """Tick labels for the key axis that never overlap (thinned as the heatmaps thin theirs), and
+    the height they take below the axis."""
+    count = len(cell.tokens)
+    plot_px = (width_px or 700) - 40
+    ticks = ticks_for(list(cell.tokens), plot_px / max(count, 1), style.tick_size, "x")
+    axis = {
+        "tickmode": "array",
+        "tickvals": ticks.positions,
+        "ticktext": [escape_label(text) for text in ticks.text],
+        "tickangle": ticks.angle,
+    }
+    return axis, ticks.extent_px
+
+
+def softmax_figure(
+    cell: CellInspection, style: FigureStyle = FigureStyle(), width_px: float | None = None
+) -> go.Figure:
+    """The query's row as bars: s_ik + M_ik over the keys k (masked keys say −∞), then the weights w_ik.
+
+    Key j, the inspected cell, is orange in both, and its weight is written beside its bar.
+
+    Shape: the row is ``(T,)``.
+    """
+    keys = np.arange(len(cell.tokens))
+    names = [f"{k}: {escape_label(token)}" for k, token in enumerate(cell.tokens)]
+    allowed = cell.row_allowed.numpy().astype(bool)
+    scores = cell.row_scores.double().numpy()
+    weights = cell.row_weights.double().numpy()
+    colours = np.where(keys == cell.key, HIGHLIGHT_COLOUR, BAR_COLOUR)
+    figure = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.16,
+        subplot_titles=[
+            SCORES_TITLE.format(query=cell.query),
+            WEIGHTS_TITLE.format(total=f"{float(weights.sum()):.2f}"),
+        ],
+    )
+    figure.add_trace(
+        go.Bar(
+            x=keys[allowed],
+            y=scores[allowed],
+            customdata=np.array(names, dtype=object)[allowed],
+            marker_color=colours[allowed].tolist(),
+            hovertemplate=SCORE_HOVER,
+        ),
+        1,
+        1,
+    )
+    if (~allowed).any():
+        figure.add_trace(
+            go.Scatter(
+                x=keys[~allowed],
+                y=np.zeros(int((~allowed).sum())),
+                customdata=np.array(names, dtype=object)[~allowed],
+                mode="text+markers" if (~allowed).sum() <= 64 else "markers",
+                text=[MINUS_INFINITY] * int((~allowed).sum()),
+                textposition="top center",
+                textfont={"size": style.tick_size, "color": "#555555"},
+                marker={
+                    "symbol": "x-thin",
+                    "size": 8,
+                    "line": {
+                        "width": 2,
+                        "color": np.where(keys[~allowed] == cell.key, HIGHLIGHT_COLOUR, "#777777").tolist(),
+                    },
+                },
+                hovertemplate=MASKED_HOVER,
+            ),
+            1,
+            1,
+        )
+    figure.add_trace(
+        go.Bar(
+            x=keys,
+            y=weights,
+            customdata=names,
+            marker_color=np.where(allowed, colours, MASKED_COLOUR).tolist(),
+            hovertemplate=WEIGHT_HOVER,
+        ),
+        2,
+        1,
+    )
+    presentation = style.font_size >= 18
+    ticks, below = _key_ticks(cell, width_px, style)
+    below += (style.tick_size + 1) * 1.8 + 10  # the axis title
+    panels = 2 * 190 if presentation else 2 * 150
+    _layout(figure, style, width_px, panels + 2 * (style.font_size + 2) * 2 + below)
+    figure.update_layout(margin={"b": round(below)})
+    figure.update_xaxes(range=[-0.5, len(keys) - 0.5], **ticks)
+    figure.update_xaxes(title_text=KEY_AXIS, title_font_size=style.tick_size + 1, row=2, col=1)
+    figure.update_yaxes(range=[0, 1.15], row=2, col=1)
+    figure.add_annotation(
+        x=cell.key,
+        y=cell.weight,
+        text=CHOSEN_WEIGHT.format(weight=_number(cell.weight)),
+        showarrow=True,
+        arrowhead=2,
+        arrowcolor=HIGHLIGHT_COLOUR,
+        ax=0,
+        ay=-(style.font_size * 2),
+        font={"color": HIGHLIGHT_COLOUR, "size": style.font_size},
+        row=2,
+        col=1,
+    )
+    return figure
+
+
+def output_figure(
+    cell: CellInspection, style: FigureStyle = FigureStyle(), width_px: float | None = None
+) -> go.Figure:
+    """The head's output row o_i beside key j's share w_ij v_j, dimension by dimension.
+
+    Shape: ``cell.output`` is ``(d_v,)``; raises ValueError if the trace kept no values.
+    """
+    if cell.output is None or cell.contributions is None:
+        raise ValueError("This inspection has no values: only the Playground keeps V.")
+    dims = np.arange(cell.output.shape[0])
+    figure = go.Figure(
+        [
+            go.Bar(
+                x=dims,
+                y=cell.output.double().numpy(),
+                name=OUTPUT_NAME.format(query=cell.query),
+                marker_color=BAR_COLOUR,
+                hovertemplate=OUTPUT_HOVER,
+            ),
+            go.Bar(
+                x=dims,
+                y=cell.contributions[cell.key].numpy(),
+                name=SHARE_NAME.format(query=cell.query, key=cell.key),
+                marker_color=HIGHLIGHT_COLOUR,
+                hovertemplate=OUTPUT_HOVER,
+            ),
+        ]
+    )
+    presentation = style.font_size >= 18
+    _layout(figure, style, width_px, 300 if presentation else 240)
+    figure.update_layout(
+        showlegend=True,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "font_size": style.font_size},
+        barmode="group",
+        title={"text": OUTPUT_TITLE.format(query=cell.query), "font_size": style.font_size + 1, "y": 0.98},
+        margin={"t": 10 + (style.font_size + 2) * 4},
+    )
+    figure.update_xaxes(title_text=DIMENSION_AXIS, title_font_size=style.tick_size + 1)
+    return figure
+
+
+def chain_latex(cell: CellInspection) -> str:
+    """The chain from q_i and k_j to w_ij as aligned LaTeX equations with the cell's numbers.
+
+    Every number but the dot product and the softmax's numerator and denominator is the
+    trace's own; the last one, w_ij, is the number in the heatmap.
+    """
+    i, j, d = cell.query, cell.key, cell.q.shape[0]
+    ij = f"{i},{j}"
+    scale = _tex(cell.scale)
+    if math.isclose(cell.scale, 1 / math.sqrt(d), rel_tol=1e-6):
+        scale += rf"\ \left(=\tfrac{{1}}{{\sqrt{{{d}}}}}\right)"
+    bias = "0" if cell.allowed else r"(-\infty)"
+    lines = [
+        rf"q_{{{i}}} \cdot k_{{{j}}} &= \textstyle\sum_{{m=0}}^{{{d - 1}}} q_{{{i}}}[m]\, k_{{{j}}}[m] = {_tex(cell.dot)}",
+        rf"s_{{{ij}}} &= {_tex(cell.dot)} \times {scale} = {_tex(cell.score)}",
+        rf"s_{{{ij}}} + M_{{{ij}}} &= {_tex(cell.score)} + {bias} = {_tex(cell.masked_score)}",
+    ]
+    if cell.empty_row:
+        lines.append(rf"w_{{{ij}}} &= 0 \quad {EMPTY_ROW_TEX}")
+    else:
+        shift = f" - {_tex(cell.shift)}" if cell.shift else ""
+        exponent = _tex(cell.masked_score) + shift
+        lines.append(
+            rf"w_{{{ij}}} &= \frac{{e^{{{exponent}}}}}{{\sum_{{k}} e^{{s_{{{i},k}} + M_{{{i},k}}{shift}}}}}"
+            rf" = \frac{{{_significant(cell.numerator)}}}{{{_significant(cell.denominator)}}} = {_tex(cell.weight)}"
+        )
+    return r"\begin{aligned}" + r" \\ ".join(lines) + r"\end{aligned}"
+
+
+def output_latex(cell: CellInspection) -> str:
+    """o_i = Σ_k w_ik v_k with the row's weights written out (the keys it may attend to)."""
+    i = cell.query
+    weights = cell.row_weights.double()
+    attended = [k for k in range(len(cell.tokens)) if bool(cell.row_allowed[k])]
+    terms = [f"{float(weights[k]):.2f}\\, v_{{{k}}}" for k in attended[:OUTPUT_TERMS]]
+    if len(attended) > OUTPUT_TERMS:
+        terms.append(r"\dots")
+    written = " + ".join(terms) if terms else r"0"
+    return rf"o_{{{i}}} = \sum_{{k}} w_{{{i},k}}\, v_{{k}} = {written}"
+
+
+def mark_cell(figure: go.Figure, query: int, key: int, panel: int = 1) -> None:
+    """Outline cell (``query``, ``key``) of subplot ``panel`` (one-based), counted from the figure's
+    first row and column."""
+    suffix = "" if panel == 1 else str(panel)
+    figure.add_shape(
+        type="rect",
+        xref=f"x{suffix}",
+        yref=f"y{suffix}",
+        x0=key - 0.5,
+        x1=key + 0.5,
+        y0=query - 0.5,
+        y1=query + 0.5,
+        line={"color": HIGHLIGHT_COLOUR, "width": 3},
+        fillcolor="rgba(0,0,0,0)",
+        layer="above",
+    )
