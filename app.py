@@ -8,17 +8,22 @@ import streamlit as st
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# Imported after the two settings above: ui.state imports transformers, which reads them once.
+from attention_viz.i18n import _  # noqa: E402
+from ui.state import language_of_run  # noqa: E402
+
 st.set_page_config(page_title="attention-viz", page_icon="🔍", layout="wide")
+language_of_run()  # the navigation's page titles are worded in the run's language
 
 PAGES = [
-    st.Page("pages/1_playground.py", title="Playground", icon=":material/science:", default=True),
-    st.Page("pages/2_model_explorer.py", title="Model explorer", icon=":material/biotech:"),
-    st.Page("pages/3_padding_lab.py", title="Padding lab", icon=":material/space_bar:"),
-    st.Page("pages/4_head_gallery.py", title="Head gallery", icon=":material/grid_view:"),
-    st.Page("pages/5_compare.py", title="Compare", icon=":material/compare:"),
-    st.Page("pages/6_packing_check.py", title="Packing check", icon=":material/view_stream:"),
-    st.Page("pages/7_mask_check.py", title="Mask check", icon=":material/grid_on:"),
-    st.Page("pages/8_generation.py", title="Generation", icon=":material/auto_awesome:"),
+    st.Page("pages/1_playground.py", title=_("Playground"), icon=":material/science:", default=True),
+    st.Page("pages/2_model_explorer.py", title=_("Model explorer"), icon=":material/biotech:"),
+    st.Page("pages/3_padding_lab.py", title=_("Padding lab"), icon=":material/space_bar:"),
+    st.Page("pages/4_head_gallery.py", title=_("Head gallery"), icon=":material/grid_view:"),
+    st.Page("pages/5_compare.py", title=_("Compare"), icon=":material/compare:"),
+    st.Page("pages/6_packing_check.py", title=_("Packing check"), icon=":material/view_stream:"),
+    st.Page("pages/7_mask_check.py", title=_("Mask check"), icon=":material/grid_on:"),
+    st.Page("pages/8_generation.py", title=_("Generation"), icon=":material/auto_awesome:"),
 ]
 
 st.navigation(PAGES).run()

@@ -77,8 +77,17 @@ AXIS_NOUNS = {
     "key": N_("key"),
     "layer": N_("layer"),
     "head": N_("head"),
+    "input token": N_("input token"),
+    "position": N_("position"),
 }
-AXIS_TITLES = {"query": N_("queries"), "key": N_("keys"), "layer": N_("layers"), "head": N_("heads")}
+AXIS_TITLES = {
+    "query": N_("queries"),
+    "key": N_("keys"),
+    "layer": N_("layers"),
+    "head": N_("heads"),
+    "input token": N_("input tokens"),
+    "position": N_("positions"),
+}
 
 
 @dataclass(frozen=True)

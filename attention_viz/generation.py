@@ -30,6 +30,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 from attention_viz.capture import Encoded, check_budget, run_forward
 from attention_viz.errors import UserFacingError
 from attention_viz.hooks import LayerRecord, recording
+from attention_viz.i18n import N_, _
 from attention_viz.loading import LoadedModel
 from attention_viz.policy import MaskPolicy, check_whole_number
 from attention_viz.tokens import token_labels
@@ -55,7 +56,8 @@ TOP_CANDIDATES = 5  # next-token candidates kept per step
 # (measured: ~1e-7 on SmolLM2, every layer); a row that differs by more has really changed.
 STALE_TOLERANCE = 1e-5
 
-NEEDS_DECODER = (
+# Marked here, translated where shown (the page words it in the run's language).
+NEEDS_DECODER = N_(
     "Generation needs a decoder: {name} is an encoder, which reads a whole text at once and has no "
     "next-token head and no KV cache. Pick a decoder such as smollm2."
 )
@@ -156,7 +158,9 @@ class Generation:
         """``step`` if it is one of this generation's (0 … N−1); else a UserFacingError."""
         if not 0 <= step < self.num_steps:
             raise UserFacingError(
-                f"Step {step} does not exist: this generation has steps 0–{self.num_steps - 1}."
+                _("Step {step} does not exist: this generation has steps 0–{last}.").format(
+                    step=step, last=self.num_steps - 1
+                )
             )
         return step
 
@@ -221,15 +225,18 @@ def _checked_prompt(model: LoadedModel, prompt: object) -> list[int]:
     if not isinstance(prompt, str):
         raise TypeError(f"The prompt must be a string, got {type(prompt).__name__}.")
     if not prompt.strip():
-        raise UserFacingError("The prompt is empty. Type the start of a sentence for the model to continue.")
+        raise UserFacingError(
+            _("The prompt is empty. Type the start of a sentence for the model to continue.")
+        )
     ids = model.tokenize([prompt], truncation=False, verbose=False)["input_ids"][0]
     if len(ids) > MAX_PROMPT_TOKENS:
         raise UserFacingError(
-            f"The prompt has {len(ids):,} tokens; generation here takes at most {MAX_PROMPT_TOKENS}. "
-            "Shorten the prompt."
+            _(
+                "The prompt has {count:,} tokens; generation here takes at most {most}. Shorten the prompt."
+            ).format(count=len(ids), most=MAX_PROMPT_TOKENS)
         )
     if not ids:
-        raise UserFacingError("The prompt has no tokens. Type a few words.")
+        raise UserFacingError(_("The prompt has no tokens. Type a few words."))
     return list(ids)
 
 
@@ -283,11 +290,13 @@ def generate_stepwise(model: LoadedModel, prompt: str, layer: int, max_new_token
     Shape: ``cached`` and the full forwards are ``(H, T, T)`` with T = P + N − 1.
     """
     if not model.decoder:
-        raise UserFacingError(NEEDS_DECODER.format(name=model.name))
+        raise UserFacingError(_(NEEDS_DECODER).format(name=model.name))
     max_new_tokens = check_whole_number("max_new_tokens", max_new_tokens, 1, " token")
     if max_new_tokens > MAX_NEW_TOKENS:
         raise UserFacingError(
-            f"At most {MAX_NEW_TOKENS} new tokens are generated here, not {max_new_tokens}."
+            _("At most {most} new tokens are generated here, not {count}.").format(
+                most=MAX_NEW_TOKENS, count=max_new_tokens
+            )
         )
     check_whole_number("layer", layer)
     layer = model.check_layers([layer])[0]

@@ -13,29 +13,37 @@ import torch
 
 from attention_viz.figures import HIGHLIGHT_COLOUR, MASKED_COLOUR, FigureStyle, escape_label, heatmap
 from attention_viz.generation import Candidate, GenerationStep
+from attention_viz.i18n import N_, _
 from attention_viz.scales import ValueRange
 
 __all__ = ["LABELS", "NOT_YET", "cache_figure", "candidates_figure", "stale_figure", "step_heatmap"]
 
-# Every visible word of these pictures, in one place.
+# Every visible word of these pictures, in one place: marked with N_, translated (_) where drawn.
 LABELS = {
     "not_yet": "…",
-    "row_axis": "query row",
-    "delta_axis": "max |Δ| over keys",
-    "tolerance": "float32 rounding ({tolerance:.0e})",
-    "stale": "stale",
-    "exact": "exact",
-    "delta_hover": "row %{customdata[0]}<br>max |Δ| %{customdata[1]}<br>%{customdata[2]}<extra></extra>",
-    "probability_axis": "probability",
-    "candidate_hover": "%{y}<br>probability %{x:.4f}<extra></extra>",
-    "step_axis": "step",
-    "cache_axis": "KV cache (KB)",
-    "cache_hover": "step %{x}<br>%{customdata[0]} tokens<br>%{customdata[1]} bytes<extra></extra>",
+    "row_axis": N_("query row"),
+    "delta_axis": N_("max |Δ| over keys"),
+    "tolerance": N_("float32 rounding ({tolerance:.0e})"),
+    "stale": N_("stale"),
+    "exact": N_("exact"),
+    "delta_hover": N_("row %{customdata[0]}<br>max |Δ| %{customdata[1]}<br>%{customdata[2]}<extra></extra>"),
+    "probability_axis": N_("probability"),
+    "candidate_hover": N_("%{y}<br>probability %{x:.4f}<extra></extra>"),
+    "step_axis": N_("step"),
+    "cache_axis": N_("KV cache (KB)"),
+    "cache_hover": N_("step %{x}<br>%{customdata[0]} tokens<br>%{customdata[1]} bytes<extra></extra>"),
 }
 NOT_YET = LABELS["not_yet"]  # a key label for a token not generated yet at the step shown
 STALE_COLOUR = "#e03131"  # red: the cached row no longer matches
 EXACT_COLOUR = "#1f2937"  # dark: the cached row matches to float32 rounding
 CANDIDATE_COLOUR = "#3b528b"
+
+
+def _label(key: str) -> str:
+    """One of :data:`LABELS` in the run's language."""
+    return _(LABELS[key])
+
+
 # Bars of exactly 0 cannot sit on a log axis: they are drawn at this floor (hover gives the truth).
 DELTA_FLOOR = 1e-10
 
@@ -123,19 +131,19 @@ def stale_figure(
     values = delta.detach().to(torch.float64).cpu().numpy()
     stale = values > tolerance
     labels = [f"{index}: {escape_label(token)}" for index, token in enumerate(tokens[: len(values)])]
-    verdicts = np.where(stale, LABELS["stale"], LABELS["exact"])
+    verdicts = np.where(stale, _label("stale"), _label("exact"))
     figure = go.Figure(
         go.Bar(
             x=labels,
             y=np.maximum(values, DELTA_FLOOR),
             marker_color=np.where(stale, STALE_COLOUR, EXACT_COLOUR).tolist(),
             customdata=np.stack([labels, [f"{value:.2e}" for value in values], verdicts], axis=-1),
-            hovertemplate=LABELS["delta_hover"],
+            hovertemplate=_label("delta_hover"),
         )
     )
     figure.add_hline(y=tolerance, line={"color": "#495057", "dash": "dash", "width": 2})
     figure.add_annotation(
-        text=LABELS["tolerance"].format(tolerance=tolerance),
+        text=_label("tolerance").format(tolerance=tolerance),
         xref="x domain",
         x=0,
         yref="y",
@@ -151,8 +159,8 @@ def stale_figure(
         height=320 if style.font_size < 18 else 420,
         margin={"l": 10, "r": 10, "t": 50 if title else 10, "b": 10},
         font={"size": style.font_size},
-        xaxis_title=LABELS["row_axis"],
-        yaxis_title=LABELS["delta_axis"],
+        xaxis_title=_label("row_axis"),
+        yaxis_title=_label("delta_axis"),
         yaxis={"type": "log", "range": [np.log10(DELTA_FLOOR), 0.1], "exponentformat": "power"},
         bargap=0.15,
         plot_bgcolor="white",
@@ -184,7 +192,7 @@ def candidates_figure(
             marker_color=colours,
             text=[f"{p:.2f}" for p in probabilities],
             textposition="outside",
-            hovertemplate=LABELS["candidate_hover"],
+            hovertemplate=_label("candidate_hover"),
         )
     )
     figure.update_layout(
@@ -193,7 +201,7 @@ def candidates_figure(
         height=90 + len(candidates) * (2.4 * style.font_size),
         margin={"l": 10, "r": 10, "t": 50 if title else 10, "b": 10},
         font={"size": style.font_size},
-        xaxis={"range": [0, 1.15], "title": LABELS["probability_axis"]},
+        xaxis={"range": [0, 1.15], "title": _label("probability_axis")},
         yaxis={"autorange": "reversed", "automargin": True},
         plot_bgcolor="white",
     )
@@ -222,7 +230,7 @@ def cache_figure(
             y=kilobytes,
             marker_color=colours,
             customdata=[[entry.cache_tokens, f"{entry.cache_bytes:,}"] for entry in done],
-            hovertemplate=LABELS["cache_hover"],
+            hovertemplate=_label("cache_hover"),
         )
     )
     figure.update_layout(
@@ -231,8 +239,8 @@ def cache_figure(
         height=260 if style.font_size < 18 else 340,
         margin={"l": 10, "r": 10, "t": 50 if title else 10, "b": 10},
         font={"size": style.font_size},
-        xaxis={"title": LABELS["step_axis"], "range": [-0.5, len(steps) - 0.5]},
-        yaxis={"title": LABELS["cache_axis"], "range": [0, steps[-1].cache_bytes / 1024 * 1.05]},
+        xaxis={"title": _label("step_axis"), "range": [-0.5, len(steps) - 0.5]},
+        yaxis={"title": _label("cache_axis"), "range": [0, steps[-1].cache_bytes / 1024 * 1.05]},
         bargap=0.15,
         plot_bgcolor="white",
     )

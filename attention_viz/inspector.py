@@ -24,6 +24,7 @@ import torch
 
 from attention_viz.capture import Capture
 from attention_viz.errors import UserFacingError
+from attention_viz.i18n import N_, _
 from attention_viz.playground import PlaygroundResult
 from attention_viz.policy import check_whole_number
 
@@ -143,11 +144,15 @@ class CellInspection:
         return self.row_weights[:, None].double() * self.values.double()
 
 
-def _position(name: str, value: object, count: int, noun: str) -> int:
-    """A zero-based index in ``0..count-1``, or an error that names the valid range."""
+def _position(name: str, value: object, count: int, message: str, **values: object) -> int:
+    """A zero-based index in ``0..count-1``, or an error that names the valid range.
+
+    ``message`` is marked with :func:`N_` and has the placeholders ``{value}`` and ``{last}``
+    (and those of ``values``); it is shown in the run's language.
+    """
     value = check_whole_number(name, value)
     if not 0 <= value < count:
-        raise UserFacingError(f"{name.capitalize()} {value} does not exist: {noun} {0}–{count - 1}.")
+        raise UserFacingError(_(message).format(value=value, last=count - 1, **values))
     return value
 
 
@@ -226,10 +231,14 @@ def inspect_capture(
     """
     captured = capture.layer(layer)
     batch, heads, length, _ = captured.query.shape  # (B, H, T, d)
-    item = _position("text", item, batch, "the batch has rows")
-    head = _position("head", head, heads, f"layer {layer} has heads")
-    query = _position("query", query, length, "the text has positions")
-    key = _position("key", key, length, "the text has positions")
+    item = _position("text", item, batch, N_("Text {value} does not exist: the batch has rows 0–{last}."))
+    head = _position(
+        "head", head, heads, N_("Head {value} does not exist: layer {layer} has heads 0–{last}."), layer=layer
+    )
+    query = _position(
+        "query", query, length, N_("Query {value} does not exist: the text has positions 0–{last}.")
+    )
+    key = _position("key", key, length, N_("Key {value} does not exist: the text has positions 0–{last}."))
     allowed = captured.mask[item, 0]  # (T, T)
     return _cell(
         layer=layer,
@@ -263,10 +272,18 @@ def inspect_playground(
     """
     trace = result.attention
     batch, heads, length, head_dim = trace.q.shape  # (B, H, T, d)
-    item = _position("sentence", item, batch, "the batch has rows")
-    head = _position("head", head, heads, "the Playground has heads")
-    query = _position("query", query, length, "the sentence has positions")
-    key = _position("key", key, length, "the sentence has positions")
+    item = _position(
+        "sentence", item, batch, N_("Sentence {value} does not exist: the batch has rows 0–{last}.")
+    )
+    head = _position(
+        "head", head, heads, N_("Head {value} does not exist: the Playground has heads 0–{last}.")
+    )
+    query = _position(
+        "query", query, length, N_("Query {value} does not exist: the sentence has positions 0–{last}.")
+    )
+    key = _position(
+        "key", key, length, N_("Key {value} does not exist: the sentence has positions 0–{last}.")
+    )
     return _cell(
         layer=None,
         item=item,

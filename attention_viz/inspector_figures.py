@@ -6,7 +6,8 @@
 * :func:`chain_latex` / :func:`output_latex`: the chain as equations with the actual numbers.
 * :func:`mark_cell`: outlines the inspected cell on a heatmap.
 
-No Streamlit here. Every visible word is in the block of constants below, ready for translation.
+No Streamlit here. Every visible word is in the block of constants below, marked with ``N_`` and
+translated (``_``) where a figure is drawn, in the run's language.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from plotly.subplots import make_subplots
 
 from attention_viz.figures import HIGHLIGHT_COLOUR, MASKED_COLOUR, FigureStyle, escape_label
 from attention_viz.geometry import ticks_for
+from attention_viz.i18n import N_, _
 from attention_viz.inspector import CellInspection
 
 __all__ = [
@@ -30,28 +32,28 @@ __all__ = [
     "vector_figure",
 ]
 
-# --- every visible word of these figures -----------------------------------------------------------
-Q_TITLE = "query vector q<sub>{query}</sub> of “{token}”"
-K_TITLE = "key vector k<sub>{key}</sub> of “{token}”"
-K_TITLE_GROUPED = "key vector k<sub>{key}</sub> of “{token}” (KV head {kv_head})"
-PRODUCT_TITLE = "q<sub>{query}</sub>[m] · k<sub>{key}</sub>[m]: the bars add up to q·k = {dot}"
-DIMENSION_AXIS = "dimension m"
-Q_HOVER = "dimension %{x}<br>q[m] = %{y:.4f}<extra></extra>"
-K_HOVER = "dimension %{x}<br>k[m] = %{y:.4f}<extra></extra>"
-PRODUCT_HOVER = "dimension %{x}<br>q[m] · k[m] = %{y:.4f}<extra></extra>"
-SCORES_TITLE = "row {query} before the softmax: s + M for every key"
-WEIGHTS_TITLE = "after the softmax: the weights w (they add up to {total})"
-KEY_AXIS = "key position"
-SCORE_HOVER = "key %{customdata}<br>s + M = %{y:.4f}<extra></extra>"
-MASKED_HOVER = "key %{customdata}<br>masked: s + M = −∞, weight 0<extra></extra>"
-WEIGHT_HOVER = "key %{customdata}<br>weight %{y:.4f}<extra></extra>"
+# --- every visible word of these figures (marked here, translated where drawn) -----------------------------------------------------------
+Q_TITLE = N_("query vector q<sub>{query}</sub> of “{token}”")
+K_TITLE = N_("key vector k<sub>{key}</sub> of “{token}”")
+K_TITLE_GROUPED = N_("key vector k<sub>{key}</sub> of “{token}” (KV head {kv_head})")
+PRODUCT_TITLE = N_("q<sub>{query}</sub>[m] · k<sub>{key}</sub>[m]: the bars add up to q·k = {dot}")
+DIMENSION_AXIS = N_("dimension m")
+Q_HOVER = N_("dimension %{x}<br>q[m] = %{y:.4f}<extra></extra>")
+K_HOVER = N_("dimension %{x}<br>k[m] = %{y:.4f}<extra></extra>")
+PRODUCT_HOVER = N_("dimension %{x}<br>q[m] · k[m] = %{y:.4f}<extra></extra>")
+SCORES_TITLE = N_("row {query} before the softmax: s + M for every key")
+WEIGHTS_TITLE = N_("after the softmax: the weights w (they add up to {total})")
+KEY_AXIS = N_("key position")
+SCORE_HOVER = N_("key %{customdata}<br>s + M = %{y:.4f}<extra></extra>")
+MASKED_HOVER = N_("key %{customdata}<br>masked: s + M = −∞, weight 0<extra></extra>")
+WEIGHT_HOVER = N_("key %{customdata}<br>weight %{y:.4f}<extra></extra>")
 MINUS_INFINITY = "−∞"
-CHOSEN_WEIGHT = "w = {weight}"
-OUTPUT_TITLE = "output row o<sub>{query}</sub> = Σ<sub>k</sub> w<sub>{query}k</sub> v<sub>k</sub>"
-OUTPUT_NAME = "o<sub>{query}</sub> (all keys)"
-SHARE_NAME = "w<sub>{query},{key}</sub> v<sub>{key}</sub> (key {key} alone)"
-OUTPUT_HOVER = "dimension %{x}<br>%{y:.4f}<extra></extra>"
-EMPTY_ROW_TEX = r"\text{every key of this row is masked: by rule its weights are all 0}"
+CHOSEN_WEIGHT = N_("w = {weight}")
+OUTPUT_TITLE = N_("output row o<sub>{query}</sub> = Σ<sub>k</sub> w<sub>{query}k</sub> v<sub>k</sub>")
+OUTPUT_NAME = N_("o<sub>{query}</sub> (all keys)")
+SHARE_NAME = N_("w<sub>{query},{key}</sub> v<sub>{key}</sub> (key {key} alone)")
+OUTPUT_HOVER = N_("dimension %{x}<br>%{y:.4f}<extra></extra>")
+EMPTY_ROW_TEXT = N_("every key of this row is masked: by rule its weights are all 0")  # in LaTeX \text{}
 # ----------------------------------------------------------------------------------------------------
 
 Q_COLOUR = "#3b528b"  # viridis blue
@@ -122,37 +124,37 @@ def vector_figure(
     """
     dims = np.arange(cell.q.shape[0])
     product = cell.product.numpy()
-    key_title = K_TITLE_GROUPED if cell.grouped else K_TITLE
+    key_title = _(K_TITLE_GROUPED if cell.grouped else K_TITLE)
     figure = make_subplots(
         rows=3,
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.12,
         subplot_titles=[
-            Q_TITLE.format(query=cell.query, token=escape_label(cell.query_token)),
+            _(Q_TITLE).format(query=cell.query, token=escape_label(cell.query_token)),
             key_title.format(key=cell.key, token=escape_label(cell.key_token), kv_head=cell.kv_head),
-            PRODUCT_TITLE.format(query=cell.query, key=cell.key, dot=_number(cell.dot)),
+            _(PRODUCT_TITLE).format(query=cell.query, key=cell.key, dot=_number(cell.dot)),
         ],
     )
     figure.add_trace(
-        go.Bar(x=dims, y=cell.q.double().numpy(), marker_color=Q_COLOUR, hovertemplate=Q_HOVER), 1, 1
+        go.Bar(x=dims, y=cell.q.double().numpy(), marker_color=Q_COLOUR, hovertemplate=_(Q_HOVER)), 1, 1
     )
     figure.add_trace(
-        go.Bar(x=dims, y=cell.k.double().numpy(), marker_color=K_COLOUR, hovertemplate=K_HOVER), 2, 1
+        go.Bar(x=dims, y=cell.k.double().numpy(), marker_color=K_COLOUR, hovertemplate=_(K_HOVER)), 2, 1
     )
     figure.add_trace(
         go.Bar(
             x=dims,
             y=product,
             marker_color=np.where(product >= 0, POSITIVE_COLOUR, NEGATIVE_COLOUR).tolist(),
-            hovertemplate=PRODUCT_HOVER,
+            hovertemplate=_(PRODUCT_HOVER),
         ),
         3,
         1,
     )
     presentation = style.font_size >= 18
     _layout(figure, style, width_px, (3 * 150 if presentation else 3 * 115) + 4 * (style.font_size + 2) * 2)
-    figure.update_xaxes(title_text=DIMENSION_AXIS, title_font_size=style.tick_size + 1, row=3, col=1)
+    figure.update_xaxes(title_text=_(DIMENSION_AXIS), title_font_size=style.tick_size + 1, row=3, col=1)
     return figure
 
 
@@ -192,8 +194,8 @@ def softmax_figure(
         shared_xaxes=True,
         vertical_spacing=0.16,
         subplot_titles=[
-            SCORES_TITLE.format(query=cell.query),
-            WEIGHTS_TITLE.format(total=f"{float(weights.sum()):.2f}"),
+            _(SCORES_TITLE).format(query=cell.query),
+            _(WEIGHTS_TITLE).format(total=f"{float(weights.sum()):.2f}"),
         ],
     )
     figure.add_trace(
@@ -202,7 +204,7 @@ def softmax_figure(
             y=scores[allowed],
             customdata=np.array(names, dtype=object)[allowed],
             marker_color=colours[allowed].tolist(),
-            hovertemplate=SCORE_HOVER,
+            hovertemplate=_(SCORE_HOVER),
         ),
         1,
         1,
@@ -225,7 +227,7 @@ def softmax_figure(
                         "color": np.where(keys[~allowed] == cell.key, HIGHLIGHT_COLOUR, "#777777").tolist(),
                     },
                 },
-                hovertemplate=MASKED_HOVER,
+                hovertemplate=_(MASKED_HOVER),
             ),
             1,
             1,
@@ -236,7 +238,7 @@ def softmax_figure(
             y=weights,
             customdata=names,
             marker_color=np.where(allowed, colours, MASKED_COLOUR).tolist(),
-            hovertemplate=WEIGHT_HOVER,
+            hovertemplate=_(WEIGHT_HOVER),
         ),
         2,
         1,
@@ -248,12 +250,12 @@ def softmax_figure(
     _layout(figure, style, width_px, panels + 2 * (style.font_size + 2) * 2 + below)
     figure.update_layout(margin={"b": round(below)})
     figure.update_xaxes(range=[-0.5, len(keys) - 0.5], **ticks)
-    figure.update_xaxes(title_text=KEY_AXIS, title_font_size=style.tick_size + 1, row=2, col=1)
+    figure.update_xaxes(title_text=_(KEY_AXIS), title_font_size=style.tick_size + 1, row=2, col=1)
     figure.update_yaxes(range=[0, 1.15], row=2, col=1)
     figure.add_annotation(
         x=cell.key,
         y=cell.weight,
-        text=CHOSEN_WEIGHT.format(weight=_number(cell.weight)),
+        text=_(CHOSEN_WEIGHT).format(weight=_number(cell.weight)),
         showarrow=True,
         arrowhead=2,
         arrowcolor=HIGHLIGHT_COLOUR,
@@ -281,16 +283,16 @@ def output_figure(
             go.Bar(
                 x=dims,
                 y=cell.output.double().numpy(),
-                name=OUTPUT_NAME.format(query=cell.query),
+                name=_(OUTPUT_NAME).format(query=cell.query),
                 marker_color=BAR_COLOUR,
-                hovertemplate=OUTPUT_HOVER,
+                hovertemplate=_(OUTPUT_HOVER),
             ),
             go.Bar(
                 x=dims,
                 y=cell.contributions[cell.key].numpy(),
-                name=SHARE_NAME.format(query=cell.query, key=cell.key),
+                name=_(SHARE_NAME).format(query=cell.query, key=cell.key),
                 marker_color=HIGHLIGHT_COLOUR,
-                hovertemplate=OUTPUT_HOVER,
+                hovertemplate=_(OUTPUT_HOVER),
             ),
         ]
     )
@@ -300,10 +302,10 @@ def output_figure(
         showlegend=True,
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "font_size": style.font_size},
         barmode="group",
-        title={"text": OUTPUT_TITLE.format(query=cell.query), "font_size": style.font_size + 1, "y": 0.98},
+        title={"text": _(OUTPUT_TITLE).format(query=cell.query), "font_size": style.font_size + 1, "y": 0.98},
         margin={"t": 10 + (style.font_size + 2) * 4},
     )
-    figure.update_xaxes(title_text=DIMENSION_AXIS, title_font_size=style.tick_size + 1)
+    figure.update_xaxes(title_text=_(DIMENSION_AXIS), title_font_size=style.tick_size + 1)
     return figure
 
 
@@ -325,7 +327,7 @@ def chain_latex(cell: CellInspection) -> str:
         rf"s_{{{ij}}} + M_{{{ij}}} &= {_tex(cell.score)} + {bias} = {_tex(cell.masked_score)}",
     ]
     if cell.empty_row:
-        lines.append(rf"w_{{{ij}}} &= 0 \quad {EMPTY_ROW_TEX}")
+        lines.append(rf"w_{{{ij}}} &= 0 \quad \text{{{_(EMPTY_ROW_TEXT)}}}")
     else:
         shift = f" - {_tex(cell.shift)}" if cell.shift else ""
         exponent = _tex(cell.masked_score) + shift

@@ -140,6 +140,20 @@ class LoadedModel:
     def kind(self) -> str:
         return "decoder" if self.decoder else "encoder"
 
+    @property
+    def rotary(self) -> bool:
+        """Whether the model's attention turns q and k by their positions (RoPE, as Llama and
+        SmolLM2 do) rather than adding absolute position embeddings to its input (BERT, MiniLM).
+
+        Read from the model's config: RoPE models carry rope settings (``rope_parameters``, or
+        ``rope_theta`` / ``rope_scaling`` in older transformers); BERT says
+        ``position_embedding_type="absolute"``.
+        """
+        config = getattr(self.model, "config", None)
+        if getattr(config, "position_embedding_type", None) == "rotary":
+            return True
+        return any(getattr(config, name, None) for name in ("rope_parameters", "rope_theta", "rope_scaling"))
+
     def check_layers(self, layers: list[int]) -> list[int]:
         """Validate zero-based layer indices; raise with the valid range if one is out of it."""
         if not layers:

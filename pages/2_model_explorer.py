@@ -24,12 +24,21 @@ from attention_viz.figures import (
     stage_range,
     stage_shows_mask,
 )
+from attention_viz.i18n import N_, _, get_language
 from attention_viz.inspector import inspect_capture
 from attention_viz.rollout import attention_rollout
 from attention_viz.scales import SCALES
 from ui import cache, downloads, inspector
 from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
-from ui.controls import model_and_texts, model_params, numbered, page_masks, scale_picker, zoom_ranges
+from ui.controls import (
+    model_and_texts,
+    model_params,
+    numbered,
+    page_masks,
+    scale_picker,
+    translated,
+    zoom_ranges,
+)
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 from ui.viewport import column_widths
@@ -37,7 +46,12 @@ from ui.viewport import column_widths
 PAGE = "explorer"
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
 STAGES = ("weights", "scores", "masked_scores")
-STAGE_LABELS = {"weights": "weights", "scores": "scores (QKᵀ·scale)", "masked_scores": "masked scores"}
+# Marked here, translated where shown.
+STAGE_LABELS = {
+    "weights": N_("weights"),
+    "scores": N_("scores (QKᵀ·scale)"),
+    "masked_scores": N_("masked scores"),
+}
 # Rollout needs every layer captured; beyond this length that costs too much memory to do by default.
 ROLLOUT_DEFAULT_MAX_TOKENS = 64
 # The output effect costs two full forward passes: automatic up to this length, opt-in beyond.
@@ -63,16 +77,18 @@ PARAMS = [
 ensure_app_navigation()
 notes = restore(PAGE, PARAMS)
 style, presentation = display_settings()
-st.title("Model explorer")
+st.title(_("Model explorer"))
 st.caption(
-    "A real pretrained model runs again under the masks you pick, in every layer: what you see is "
-    "exactly the attention it computed, not a picture with cells hidden."
+    _(
+        "A real pretrained model runs again under the masks you pick, in every layer: what you see is "
+        "exactly the attention it computed, not a picture with cells hidden."
+    )
 )
 show_notes(notes)
 
 model_name, loaded, texts = model_and_texts("ex")
 if not texts:
-    st.warning("Type a sentence to see its attention.")
+    st.warning(_("Type a sentence to see its attention."))
     st.stop()
 
 policy = page_masks("ex", model_name, loaded, texts, presentation)
@@ -84,16 +100,18 @@ rows = 1 if policy.pack else len(texts)  # packed texts share one row
 clamp_index("ex_item", rows)
 
 picks = st.columns([3, 1, 1, 2])
-picks[0].slider("Layer", 0, loaded.num_layers - 1, key="ex_layer")
-picks[1].selectbox("Head", range(loaded.num_heads), key="ex_head")
-picks[2].selectbox("Text shown", range(rows), key="ex_item", disabled=rows == 1)
-picks[3].radio("Stage", STAGES, format_func=STAGE_LABELS.get, key="ex_stage", horizontal=True)
+picks[0].slider(_("Layer"), 0, loaded.num_layers - 1, key="ex_layer")
+picks[1].selectbox(_("Head"), range(loaded.num_heads), key="ex_head")
+picks[2].selectbox(_("Text shown"), range(rows), key="ex_item", disabled=rows == 1)
+picks[3].radio(
+    _("Stage"), STAGES, format_func=partial(translated, STAGE_LABELS), key="ex_stage", horizontal=True
+)
 layer, head, item = st.session_state["ex_layer"], st.session_state["ex_head"], st.session_state["ex_item"]
 stage = st.session_state["ex_stage"]
 
-result = run_or_stop(lambda: cache.capture(model_name, texts, (layer,), policy), "Running the model…")
+result = run_or_stop(partial(cache.capture, model_name, texts, (layer,), policy), _("Running the model…"))
 # The inspected cell (a click on the focused head set it already), before publish and the chart.
-_, cell_query, cell_key = inspector.choose_cell(
+_focused, cell_query, cell_key = inspector.choose_cell(
     "ex", result.layer(layer).weights[item], result.pad_rows[item], head=head
 )
 publish(PAGE, PARAMS)
@@ -113,7 +131,11 @@ ratios = [1, 1] if presentation else [3, 2]
 widths = column_widths(ratios)
 left, right = st.columns(ratios)
 with left:
-    st.subheader(f"Layer {layer}: all {loaded.num_heads} heads · {policy.describe()}")
+    st.subheader(
+        _("Layer {layer}: all {heads} heads · {policy}").format(
+            layer=layer, heads=loaded.num_heads, policy=policy.describe()
+        )
+    )
     grid = head_grid(
         matrices,
         tokens,
@@ -121,7 +143,12 @@ with left:
         value_range,
         allowed=stage_allowed,
         titles=[
-            f"head {h}" + (f" (kv {captured.kv_head[h]})" if loaded.num_kv_heads != loaded.num_heads else "")
+            _("head {head}").format(head=h)
+            + (
+                _(" (kv {kv_head})").format(kv_head=int(captured.kv_head[h]))
+                if loaded.num_kv_heads != loaded.num_heads
+                else ""
+            )
             for h in range(loaded.num_heads)
         ],
         columns=3,
@@ -136,11 +163,13 @@ with left:
     factor = downsample_factor(len(tokens), GRID_MAX_SIDE)
     if factor > 1:
         st.caption(
-            f"{len(tokens)} tokens: these small multiples are downsampled {factor}× (each pixel is the "
-            f"maximum of a {factor}×{factor} block). The focused head on the right is at full resolution."
+            _(
+                "{count} tokens: these small multiples are downsampled {factor}× (each pixel is the "
+                "maximum of a {factor}×{factor} block). The focused head on the right is at full resolution."
+            ).format(count=len(tokens), factor=factor)
         )
 with right:
-    st.subheader(f"Head {head}")
+    st.subheader(_("Head {head}").format(head=head))
     inspector.clickable_chart(
         heatmap(
             matrices[head],
@@ -158,7 +187,9 @@ with right:
     )
     if len(tokens) ** 2 > SINGLE_HOVER_CELL_LIMIT:
         st.caption(
-            "This many tokens are drawn as an image: zoom into a range below for tokens and values on hover."
+            _(
+                "This many tokens are drawn as an image: zoom into a range below for tokens and values on hover."
+            )
         )
 
 zoom = zoom_ranges("ex", len(tokens))
@@ -171,7 +202,9 @@ if zoom is not None:
             tokens[k0 : k1 + 1],
             value_range,
             allowed=None if stage_allowed is None else stage_allowed[q0 : q1 + 1, k0 : k1 + 1],
-            title=f"Head {head}, queries {q0}–{q1} × keys {k0}–{k1} (full resolution)",
+            title=_("Head {head}, queries {q0}–{q1} × keys {k0}–{k1} (full resolution)").format(
+                head=head, q0=q0, q1=q1, k0=k0, k1=k1
+            ),
             style=style,
             width_px=column_widths([1])[0] * (0.75 if not presentation else 1.0),
             pad_rows=pad_rows[q0 : q1 + 1],
@@ -185,7 +218,7 @@ if zoom is not None:
 if len(tokens) >= ROW_PICKER_MIN_TOKENS:
     st.session_state["ex_row"] = min(st.session_state.get("ex_row", len(tokens) - 1), len(tokens) - 1)
     st.number_input(
-        "Inspect one query row (exact values on hover)",
+        _("Inspect one query row (exact values on hover)"),
         min_value=0,
         max_value=len(tokens) - 1,
         key="ex_row",
@@ -196,38 +229,44 @@ if len(tokens) >= ROW_PICKER_MIN_TOKENS:
             captured.weights[item, head, query_row],
             tokens,
             allowed[query_row],
-            title=f"Head {head}, query {query_row} “{escape_label(tokens[query_row])}”: weight on each key",
+            title=_("Head {head}, query {query} “{token}”: weight on each key").format(
+                head=head, query=query_row, token=escape_label(tokens[query_row])
+            ),
             style=style,
         ),
         key="ex_row_chart",
     )
 
-cell_query, cell_key, _ = inspector.cell_inputs("ex", tokens)
+cell_query, cell_key, _no_head = inspector.cell_inputs("ex", tokens)
 inspection = run_or_stop(
-    lambda: inspect_capture(result, layer, item, head, cell_query, cell_key), "Taking the cell apart…"
+    partial(inspect_capture, result, layer, item, head, cell_query, cell_key), _("Taking the cell apart…")
 )
-inspector.show_cell(inspection, style, presentation, "ex_cell")
+inspector.show_cell(inspection, style, presentation, "ex_cell", rotary=loaded.rotary)
 
 delta = parity_delta(result, layer)
 if delta is None:
     st.caption(
-        "Parity: this model's code has no eager attention to check the reference implementation against."
+        _("Parity: this model's code has no eager attention to check the reference implementation against.")
     )
 elif delta < PARITY_TOLERANCE:
     st.caption(
-        f"✔ Parity: the reference implementation on this layer's Q/K reproduces the model's own "
-        f"(eager) attention weights, max |Δ| = {delta:.1e}."
+        _(
+            "✔ Parity: the reference implementation on this layer's Q/K reproduces the model's own "
+            "(eager) attention weights, max |Δ| = {delta:.1e}."
+        ).format(delta=delta)
     )
 else:
     st.warning(
-        f"⚠ Parity: the reference implementation differs from the model's own (eager) attention "
-        f"weights on this layer, max |Δ| = {delta:.1e}."
+        _(
+            "⚠ Parity: the reference implementation differs from the model's own (eager) attention "
+            "weights on this layer, max |Δ| = {delta:.1e}."
+        ).format(delta=delta)
     )
 
 half = column_widths([1, 1])[0]
 mean_col, rollout_col = st.columns(2)
 with mean_col:
-    st.subheader("Mean over heads")
+    st.subheader(_("Mean over heads"))
     st.plotly_chart(
         heatmap(
             captured.weights[item].mean(0),
@@ -243,19 +282,19 @@ with mean_col:
         width="content",
     )
 with rollout_col:
-    st.subheader("Attention rollout")
+    st.subheader(_("Attention rollout"))
     short = len(tokens) <= ROLLOUT_DEFAULT_MAX_TOKENS
     # Separate keys: on by default for short texts, opt-in (and remembered) for long ones.
     rollout_on = st.toggle(
-        "Compute rollout across all layers",
+        _("Compute rollout across all layers"),
         key="ex_rollout" if short else "ex_rollout_long",
         value=short,
-        help="Captures every layer: fast for short texts, heavier for long ones.",
+        help=_("Captures every layer: fast for short texts, heavier for long ones."),
     )
     if rollout_on:
         everything = run_or_stop(
-            lambda: cache.capture(model_name, texts, tuple(range(loaded.num_layers)), policy),
-            "Capturing every layer…",
+            partial(cache.capture, model_name, texts, tuple(range(loaded.num_layers)), policy),
+            _("Capturing every layer…"),
             can_choose_layers=False,
         )
         rollout = attention_rollout([everything.layers[i].weights for i in range(loaded.num_layers)])
@@ -275,57 +314,67 @@ with rollout_col:
             key="ex_rollout_chart",
             width="content",
         )
-        st.caption("How much each input token reaches each position after all layers (residual share 0.5).")
+        st.caption(
+            _("How much each input token reaches each position after all layers (residual share 0.5).")
+        )
 
-st.subheader("What the masks change in the output")
+st.subheader(_("What the masks change in the output"))
 short_for_effect = len(tokens) <= EFFECT_DEFAULT_MAX_TOKENS
 # Separate keys, as for rollout: on by default for short texts, opt-in (and remembered) for long ones.
 effect_on = st.toggle(
-    "Compare the output with the model's default masks",
+    _("Compare the output with the model's default masks"),
     key="ex_effect" if short_for_effect else "ex_effect_long",
     value=short_for_effect,
-    help="Runs the whole model twice more (these masks and the default ones): instant for short "
-    "texts, about a second per pass at 512 tokens on a laptop CPU.",
+    help=_(
+        "Runs the whole model twice more (these masks and the default ones): instant for short "
+        "texts, about a second per pass at 512 tokens on a laptop CPU."
+    ),
 )
 effect = (
-    run_or_stop(lambda: cache.effect(model_name, texts, policy), "Comparing with the default masks…")
+    run_or_stop(partial(cache.effect, model_name, texts, policy), _("Comparing with the default masks…"))
     if effect_on
     else None
 )
 if not effect_on and not short_for_effect:
     st.caption(
-        f"Off by default above {EFFECT_DEFAULT_MAX_TOKENS} tokens, so that every toggle redraws at once."
+        _("Off by default above {count} tokens, so that every toggle redraws at once.").format(
+            count=EFFECT_DEFAULT_MAX_TOKENS
+        )
     )
 if effect is not None and effect.kl is not None:
     real_positions = [i for i, token in enumerate(tokens) if result.attention_mask[item, i]]
     if real_positions:
         position = st.select_slider(
-            "Position",
+            _("Position"),
             options=real_positions,
             value=real_positions[-1],
             format_func=partial(numbered, tokens),
             key="ex_position",
         )
         metrics = st.columns(3)
-        metrics[0].metric("KL(default ‖ this) at this position", f"{float(effect.kl[item, position]):.4f}")
-        metrics[1].metric("Top-1 flips in this text", int(effect.flips[item]))
-        metrics[2].metric("Default policy", effect.reference_label)
+        metrics[0].metric(_("KL(default ‖ this) at this position"), f"{float(effect.kl[item, position]):.4f}")
+        metrics[1].metric(_("Top-1 flips in this text"), int(effect.flips[item]))
+        metrics[2].metric(_("Default policy"), effect.reference_label)
         table = pd.DataFrame(
             {
-                "rank": range(1, 6),
-                "with these masks": [f"“{t}” {p:.1%}" for t, p in effect.top_tokens[item][position]],
-                "default masks": [f"“{t}” {p:.1%}" for t, p in effect.reference_top_tokens[item][position]],
+                _("rank"): range(1, 6),
+                _("with these masks"): [f"“{t}” {p:.1%}" for t, p in effect.top_tokens[item][position]],
+                _("default masks"): [
+                    f"“{t}” {p:.1%}" for t, p in effect.reference_top_tokens[item][position]
+                ],
             }
         )
         show_table(table, presentation, "ex_top_table", hide_index=True)
 elif effect is not None and effect.cosine is not None:
     st.metric(
-        f"Cosine similarity of the sentence embedding to the default ({effect.reference_label})",
+        _("Cosine similarity of the sentence embedding to the default ({default})").format(
+            default=effect.reference_label
+        ),
         f"{float(effect.cosine[item]):.4f}",
     )
 
 if not presentation:
-    with st.expander("Export"):
+    with st.expander(_("Export")):
         # Files are built only when a button is clicked (deferred data), so toggles stay fast.
         # on_click="ignore": a click must not rerun the script. A rerun re-registers every deferred
         # file under a new id and, when it ends, drops the old ones, so on a busy server the click's
@@ -337,7 +386,7 @@ if not presentation:
         rows = csv_rows(result)
         columns = st.columns(4)
         columns[0].download_button(
-            "Weights (CSV)",
+            _("Weights (CSV)"),
             partial(downloads.weights_csv, *request),
             f"{stem}.csv",
             "text/csv",
@@ -346,14 +395,14 @@ if not presentation:
             disabled=rows > CSV_MAX_ROWS,
         )
         columns[1].download_button(
-            "Weights (NPZ)",
+            _("Weights (NPZ)"),
             partial(downloads.weights_npz, *request),
             f"{stem}.npz",
             key="ex_dl_npz",
             on_click="ignore",
         )
         columns[2].download_button(
-            "Head statistics (CSV)",
+            _("Head statistics (CSV)"),
             partial(downloads.head_statistics_csv, *request),
             f"{stem}-heads.csv",
             "text/csv",
@@ -361,8 +410,8 @@ if not presentation:
             on_click="ignore",
         )
         columns[3].download_button(
-            "Figure (HTML, works offline)",
-            partial(downloads.layer_html, *request, item, style),
+            _("Figure (HTML, works offline)"),
+            partial(downloads.layer_html, *request, item, style, lang=get_language()),
             f"{export_stem(model_name, [layer], result.policy, item=item)}.html",
             "text/html",
             key="ex_dl_html",
@@ -370,9 +419,10 @@ if not presentation:
         )
         if rows > CSV_MAX_ROWS:
             st.caption(
-                f"The weights CSV would have {rows:,} rows (over {CSV_MAX_ROWS:,}, about "
-                f"{rows * CSV_BYTES_PER_ROW // 2**20:,} MB): download the NPZ instead (the same numbers, "
-                "compressed), or write the CSV on your own machine with the command line: "
-                "`python -m attention_viz capture --help`."
+                _(
+                    "The weights CSV would have {rows:,} rows (over {most:,}, about {megabytes:,} MB): "
+                    "download the NPZ instead (the same numbers, compressed), or write the CSV on your "
+                    "own machine with the command line: `python -m attention_viz capture --help`."
+                ).format(rows=rows, most=CSV_MAX_ROWS, megabytes=rows * CSV_BYTES_PER_ROW // 2**20)
             )
-        st.caption("Every chart's camera icon also saves a PNG.")
+        st.caption(_("Every chart's camera icon also saves a PNG."))

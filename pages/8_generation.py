@@ -7,6 +7,7 @@ import streamlit as st
 from attention_viz.figures import stage_range
 from attention_viz.generation import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, NEEDS_DECODER, STALE_TOLERANCE
 from attention_viz.generation_figures import cache_figure, candidates_figure, stale_figure, step_heatmap
+from attention_viz.i18n import N_, _
 from attention_viz.loading import BUNDLED, DEFAULT_MODEL
 from attention_viz.scales import SCALES
 from ui import cache
@@ -31,77 +32,84 @@ PARAMS = [
     Param("gen_step", "step", None, "int", low=0, high=MAX_NEW_TOKENS - 1),
 ]
 
-# Every visible string of this page, in one place. Placeholders are filled with str.format.
+# Every visible string of this page, in one place: marked with N_, translated with _ where shown.
+# Placeholders are filled with str.format after the lookup.
 TEXT = {
-    "title": "Generation, one token at a time",
-    "intro": (
+    "title": N_("Generation, one token at a time"),
+    "intro": N_(
         "A decoder writes one token at a time. transformers' own generate runs the prompt once (the "
         "prefill: every prompt token becomes a query row), then feeds each new token back alone: it "
         "is the only new query, and its key and value join the KV cache, so nothing earlier is ever "
         "computed again. Greedy decoding: each step takes the most probable next token."
     ),
-    "prompt": "Prompt (the model continues it)",
-    "prompt_help": "At most {most} tokens. The model continues the text as it stands; there is no chat template.",
-    "empty": "Type the start of a sentence for the model to continue.",
-    "prompt_tokens": "The prompt is {count} token(s) long.",
-    "too_long": "The prompt has {count} tokens; generation here takes at most {most}. Shorten the prompt.",
-    "new_tokens": "New tokens (at most)",
-    "new_tokens_help": "Greedy generation stops here, or earlier at the model's end-of-sequence token.",
-    "layer": "Layer",
-    "head": "Head",
-    "start": "▶ Start",
-    "start_help": "Run generate with its KV cache and show step 0: the prefill.",
-    "not_started": "Press Start: the model reads the prompt (step 0, the prefill), then you step through the new tokens one at a time.",
-    "back": "◀ Back",
-    "step": "Step ▶",
-    "end": "To the end ⏭",
-    "reset": "■ Reset",
-    "reset_help": "Stop stepping and go back to the prompt alone.",
-    "running": "Generating with the KV cache, then two full forwards to compare with…",
-    "step_label": "Step",
-    "prefill": "{step} (prefill)",
-    "of_steps": "{step} of {last}",
-    "rows_label": "Query rows",
-    "cache_label": "KV cache",
-    "cache_tokens": "{tokens} tokens",
-    "cache_size_label": "KV cache size",
-    "cache_size": "{kilobytes:,.1f} KB",
-    "text_so_far": "**Text so far:** {text}",
-    "next_token": "**Token this step chose:** {token}",
-    "eos": "The model chose its end-of-sequence token: generation stopped after {count} new token(s).",
-    "causal_toggle": "Causal mask in the full forward",
-    "causal_help": (
+    "prompt": N_("Prompt (the model continues it)"),
+    "prompt_help": N_(
+        "At most {most} tokens. The model continues the text as it stands; there is no chat template."
+    ),
+    "empty": N_("Type the start of a sentence for the model to continue."),
+    "prompt_tokens": N_("The prompt is {count} token(s) long."),
+    "too_long": N_(
+        "The prompt has {count} tokens; generation here takes at most {most}. Shorten the prompt."
+    ),
+    "new_tokens": N_("New tokens (at most)"),
+    "new_tokens_help": N_("Greedy generation stops here, or earlier at the model's end-of-sequence token."),
+    "layer": N_("Layer"),
+    "head": N_("Head"),
+    "start": N_("▶ Start"),
+    "start_help": N_("Run generate with its KV cache and show step 0: the prefill."),
+    "not_started": N_(
+        "Press Start: the model reads the prompt (step 0, the prefill), then you step through the new tokens one at a time."
+    ),
+    "back": N_("◀ Back"),
+    "step": N_("Step ▶"),
+    "end": N_("To the end ⏭"),
+    "reset": N_("■ Reset"),
+    "reset_help": N_("Stop stepping and go back to the prompt alone."),
+    "running": N_("Generating with the KV cache, then two full forwards to compare with…"),
+    "step_label": N_("Step"),
+    "prefill": N_("{step} (prefill)"),
+    "of_steps": N_("{step} of {last}"),
+    "rows_label": N_("Query rows"),
+    "cache_label": N_("KV cache"),
+    "cache_tokens": N_("{tokens} tokens"),
+    "cache_size_label": N_("KV cache size"),
+    "cache_size": N_("{kilobytes:,.1f} KB"),
+    "text_so_far": N_("**Text so far:** {text}"),
+    "next_token": N_("**Token this step chose:** {token}"),
+    "eos": N_("The model chose its end-of-sequence token: generation stopped after {count} new token(s)."),
+    "causal_toggle": N_("Causal mask in the full forward"),
+    "causal_help": N_(
         "On: the full forward over the final sequence uses the causal mask the model was trained with. "
         "Off: every token of the full forward sees every other one, the future included."
     ),
-    "cached_title": "Cached: generate, row by row",
-    "full_title_causal": "One full forward · causal",
-    "full_title_bidirectional": "One full forward · no causal mask",
-    "heatmap_caption": (
+    "cached_title": N_("Cached: generate, row by row"),
+    "full_title_causal": N_("One full forward · causal"),
+    "full_title_bidirectional": N_("One full forward · no causal mask"),
+    "heatmap_caption": N_(
         "Layer {layer}, head {head} (it reads KV head {kv}: {group} query heads share each cached key "
         "and value). Rows are queries, columns keys; “…” marks tokens not generated "
         "yet at this step. The orange outline is what this step added: the prompt's rows at the "
         "prefill, then one row per new token. The last token chosen is never fed back, so it has no row."
     ),
-    "same": (
+    "same": N_(
         "max |Δ| over the {rows} rows so far: {delta:.1e}. The cached rows are the full forward's "
         "rows, to float32 rounding: a causal row depends only on the tokens up to it, so once "
         "written it never changes, and neither do the keys and values in the cache."
     ),
-    "stale": (
+    "stale": N_(
         "{count} of {rows} cached rows would be stale: rows {which} differ from the full forward "
         "without the causal mask by up to {delta:.2f}. Without it every earlier token would see "
         "each new one, so a model would have to recompute every earlier row (and, from layer 1 on, "
         "every cached key and value) at every step. That is why decoders are causal."
     ),
-    "stale_title": "Each cached row against the full forward",
-    "stale_caption": (
+    "stale_title": N_("Each cached row against the full forward"),
+    "stale_caption": N_(
         "Red: the cached row differs by more than {tolerance:.0e} (stale). Dark: equal to float32 "
         "rounding. The axis is logarithmic; a difference of exactly 0 sits at the bottom."
     ),
-    "candidates_title": "Most probable next tokens after step {step}",
-    "cache_title": "KV cache after each step",
-    "cache_caption": (
+    "candidates_title": N_("Most probable next tokens after step {step}"),
+    "cache_title": N_("KV cache after each step"),
+    "cache_caption": N_(
         "Each token costs {layers} layers × 2 (K and V) × {kv} KV heads × {dim} dimensions × {value} "
         "bytes = {per_token:,} bytes. With one KV head per query head ({heads}, no grouped-query "
         "attention) it would be {without:,} bytes."
@@ -110,9 +118,10 @@ TEXT = {
 
 ensure_app_navigation()
 notes = restore(PAGE, PARAMS)
+text = {key: _(message) for key, message in TEXT.items()}  # in the run's language, set by restore
 style, presentation = display_settings()
-st.title(TEXT["title"])
-st.caption(TEXT["intro"])
+st.title(text["title"])
+st.caption(text["intro"])
 show_notes(notes)
 
 top = st.columns([1, 2])
@@ -120,25 +129,28 @@ with top[0]:
     model_name = model_picker("gen")
 with top[1]:
     st.text_area(
-        TEXT["prompt"], key="gen_text", height=68, help=TEXT["prompt_help"].format(most=MAX_PROMPT_TOKENS)
+        text["prompt"],
+        key="gen_text",
+        height=68,
+        help=text["prompt_help"].format(most=MAX_PROMPT_TOKENS),
     )
 loaded = model_or_stop(model_name)
 prompt = st.session_state["gen_text"]
 if not loaded.decoder:
-    st.warning(NEEDS_DECODER.format(name=model_name))
+    st.warning(_(NEEDS_DECODER).format(name=model_name))
     publish(PAGE, PARAMS)
     st.stop()
 if not prompt.strip():
-    st.warning(TEXT["empty"])
+    st.warning(text["empty"])
     publish(PAGE, PARAMS)
     st.stop()
 
 clamp_index("gen_layer", loaded.num_layers)
 clamp_index("gen_head", loaded.num_heads)
 picks = st.columns([2, 3, 1])
-picks[0].slider(TEXT["new_tokens"], 1, MAX_NEW_TOKENS, key="gen_new", help=TEXT["new_tokens_help"])
-picks[1].slider(TEXT["layer"], 0, loaded.num_layers - 1, key="gen_layer")
-picks[2].selectbox(TEXT["head"], range(loaded.num_heads), key="gen_head")
+picks[0].slider(text["new_tokens"], 1, MAX_NEW_TOKENS, key="gen_new", help=text["new_tokens_help"])
+picks[1].slider(text["layer"], 0, loaded.num_layers - 1, key="gen_layer")
+picks[2].selectbox(text["head"], range(loaded.num_heads), key="gen_head")
 layer, head, new_tokens = (
     st.session_state["gen_layer"],
     st.session_state["gen_head"],
@@ -147,24 +159,24 @@ layer, head, new_tokens = (
 
 step = st.session_state["gen_step"]
 if step is None:
-    count = run_or_stop(lambda: cache.token_count(model_name, (prompt,)), "Tokenising…")
+    count = run_or_stop(lambda: cache.token_count(model_name, (prompt,)), _("Tokenising…"))
     if count > MAX_PROMPT_TOKENS:
-        st.warning(TEXT["too_long"].format(count=count, most=MAX_PROMPT_TOKENS))
+        st.warning(text["too_long"].format(count=count, most=MAX_PROMPT_TOKENS))
     st.button(
-        TEXT["start"],
+        text["start"],
         key="gen_start",
         type="primary",
         on_click=set_value,
         args=("gen_step", 0),
-        help=TEXT["start_help"],
+        help=text["start_help"],
         disabled=count > MAX_PROMPT_TOKENS,
     )
-    st.info(TEXT["not_started"])
-    st.caption(TEXT["prompt_tokens"].format(count=count))
+    st.info(text["not_started"])
+    st.caption(text["prompt_tokens"].format(count=count))
     publish(PAGE, PARAMS)
     st.stop()
 
-generation = run_or_stop(lambda: cache.generation(model_name, prompt, layer, new_tokens), TEXT["running"])
+generation = run_or_stop(lambda: cache.generation(model_name, prompt, layer, new_tokens), text["running"])
 last = generation.num_steps - 1
 if step > last:  # fewer tokens than asked (end of sequence), or a link to a later step
     st.session_state["gen_step"] = step = last
@@ -174,10 +186,10 @@ buttons = st.columns(
     [1.3, 1.3, 1.6, 1.3, 3] if presentation else [1, 1, 1.2, 1, 5], vertical_alignment="center"
 )
 buttons[0].button(
-    TEXT["back"], key="gen_back", on_click=move_row, args=("gen_step", -1, last), disabled=step == 0
+    text["back"], key="gen_back", on_click=move_row, args=("gen_step", -1, last), disabled=step == 0
 )
 buttons[1].button(
-    TEXT["step"],
+    text["step"],
     key="gen_next",
     type="primary",
     on_click=move_row,
@@ -185,29 +197,29 @@ buttons[1].button(
     disabled=step >= last,
 )
 buttons[2].button(
-    TEXT["end"], key="gen_end", on_click=set_value, args=("gen_step", last), disabled=step >= last
+    text["end"], key="gen_end", on_click=set_value, args=("gen_step", last), disabled=step >= last
 )
 buttons[3].button(
-    TEXT["reset"], key="gen_reset", on_click=set_value, args=("gen_step", None), help=TEXT["reset_help"]
+    text["reset"], key="gen_reset", on_click=set_value, args=("gen_step", None), help=text["reset_help"]
 )
 
 current = generation.steps[step]
 rows = generation.rows_at(step)
 numbers = st.columns(4)
 numbers[0].metric(
-    TEXT["step_label"],
-    TEXT["prefill"].format(step=step) if step == 0 else TEXT["of_steps"].format(step=step, last=last),
+    text["step_label"],
+    text["prefill"].format(step=step) if step == 0 else text["of_steps"].format(step=step, last=last),
 )
-numbers[1].metric(TEXT["rows_label"], rows)
-numbers[2].metric(TEXT["cache_label"], TEXT["cache_tokens"].format(tokens=current.cache_tokens))
-numbers[3].metric(TEXT["cache_size_label"], TEXT["cache_size"].format(kilobytes=current.cache_bytes / 1024))
-st.markdown(TEXT["text_so_far"].format(text=literal(current.text.replace("\n", "↵"))))
-st.markdown(TEXT["next_token"].format(token=literal(current.token)))
+numbers[1].metric(text["rows_label"], rows)
+numbers[2].metric(text["cache_label"], text["cache_tokens"].format(tokens=current.cache_tokens))
+numbers[3].metric(text["cache_size_label"], text["cache_size"].format(kilobytes=current.cache_bytes / 1024))
+st.markdown(text["text_so_far"].format(text=literal(current.text.replace("\n", "↵"))))
+st.markdown(text["next_token"].format(token=literal(current.token)))
 if generation.stopped_at_eos and step == last:
-    st.info(TEXT["eos"].format(count=generation.num_steps))
+    st.info(text["eos"].format(count=generation.num_steps))
 
 switches = st.columns([1, 1] if presentation else [1, 2])  # the toggle's long label needs room on a projector
-switches[0].toggle(TEXT["causal_toggle"], key="gen_causal", help=TEXT["causal_help"])
+switches[0].toggle(text["causal_toggle"], key="gen_causal", help=text["causal_help"])
 with switches[1]:
     scale = scale_picker("gen_scale", "weights")
 causal = bool(st.session_state["gen_causal"])
@@ -224,7 +236,7 @@ with left:
             generation.tokens,
             rows,
             value_range,
-            TEXT["cached_title"],
+            text["cached_title"],
             style,
             width_px=widths[0],
             newest=newest,
@@ -240,7 +252,7 @@ with right:
             generation.tokens,
             rows,
             value_range,
-            TEXT["full_title_causal"] if causal else TEXT["full_title_bidirectional"],
+            text["full_title_causal"] if causal else text["full_title_bidirectional"],
             style,
             width_px=widths[1],
             newest=newest,
@@ -249,7 +261,7 @@ with right:
         width="content",
     )
 st.caption(
-    TEXT["heatmap_caption"].format(
+    text["heatmap_caption"].format(
         layer=layer,
         head=head,
         kv=int(generation.kv_head[head]),
@@ -261,9 +273,9 @@ stale = generation.stale_rows(head, step, causal)
 delta = generation.max_delta(head, step, causal)
 if stale:
     which = ", ".join(map(str, stale[:12])) + (", …" if len(stale) > 12 else "")
-    st.error(TEXT["stale"].format(count=len(stale), rows=rows, which=which, delta=delta))
+    st.error(text["stale"].format(count=len(stale), rows=rows, which=which, delta=delta))
 else:
-    st.success(TEXT["same"].format(rows=rows, delta=delta))
+    st.success(text["same"].format(rows=rows, delta=delta))
 
 ratios = [3, 2]
 widths = column_widths(ratios)
@@ -274,29 +286,29 @@ with left:
             generation.row_delta(causal)[head, :rows],
             generation.tokens,
             STALE_TOLERANCE,
-            TEXT["stale_title"],
+            text["stale_title"],
             style,
             width_px=widths[0],
         ),
         key="gen_stale_chart",
         width="content",
     )
-    st.caption(TEXT["stale_caption"].format(tolerance=STALE_TOLERANCE))
+    st.caption(text["stale_caption"].format(tolerance=STALE_TOLERANCE))
 with right:
     st.plotly_chart(
         candidates_figure(
-            current.candidates, TEXT["candidates_title"].format(step=step), style, width_px=widths[1]
+            current.candidates, text["candidates_title"].format(step=step), style, width_px=widths[1]
         ),
         key="gen_candidates_chart",
         width="content",
     )
     st.plotly_chart(
-        cache_figure(generation.steps, step, TEXT["cache_title"], style, width_px=widths[1]),
+        cache_figure(generation.steps, step, text["cache_title"], style, width_px=widths[1]),
         key="gen_cache_chart",
         width="content",
     )
     st.caption(
-        TEXT["cache_caption"].format(
+        text["cache_caption"].format(
             layers=generation.cache_layers,
             kv=generation.kv_heads,
             dim=generation.head_dim,

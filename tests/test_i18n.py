@@ -71,6 +71,17 @@ PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?:[:!][^{}]*)?\}")
 # reach every message a page can show with a working model: other models, presentation mode,
 # masks switched off, an example pressed, a link with a bad value, too few texts.
 SCENARIOS = [
+    ("1_playground.py", {}, ()),
+    ("1_playground.py", {"present": "1", "stage": "output"}, ()),
+    ("1_playground.py", {"stepping": "1", "stage": "scores", "query": "0", "key": "3"}, ("pg_next",)),
+    ("1_playground.py", {"pack": "1", "length": "4", "causal": "0", "heads": "2"}, ()),
+    ("2_model_explorer.py", {}, ()),
+    ("2_model_explorer.py", {"present": "1", "stage": "masked_scores", "query": "0", "key": "5"}, ()),
+    ("2_model_explorer.py", {"model": "minilm"}, ()),
+    ("8_generation.py", {}, ()),
+    ("8_generation.py", {"new": "3"}, ("gen_start",)),
+    ("8_generation.py", {"new": "3", "step": "1", "causal": "0", "present": "1"}, ("gen_next",)),
+    ("8_generation.py", {"model": "minilm"}, ()),
     ("3_padding_lab.py", {}, ()),
     ("3_padding_lab.py", {"padding": "0", "present": "1"}, ()),
     ("3_padding_lab.py", {"padding": "0", "side": "right"}, ()),
@@ -206,10 +217,14 @@ def visible_texts(app: AppTest) -> list[str]:
 
 
 def typed_words(app: AppTest) -> set[str]:
-    """The words of the texts the person typed (they and their tokens show as they are)."""
+    """The words of the texts the person typed and of the text the model wrote (the Generation
+    page shows it verbatim, as code): they and their tokens show as they are."""
     words = set()
     for box in app.text_area:
         words |= {word.lower() for word in WORD.findall(box.value or "")}
+    for block in app.markdown:
+        for _ticks, code in CODE_SPAN.findall(block.value or ""):
+            words |= {word.lower() for word in WORD.findall(code)}
     return words
 
 

@@ -371,3 +371,20 @@ def test_explorer_inspector_shows_a_grouped_query_cell_of_smollm2(smollm2):
     (mark,) = chart(app, "ex_head_chart").layout.shapes
     assert (mark.x0, mark.y0) == (1.5, 5.5)
     assert app.query_params["query"] == "6" and app.query_params["key"] == "2"
+
+
+def test_the_inspector_says_rope_only_for_a_model_that_uses_it(smollm2, minilm):
+    assert smollm2.rotary and not minilm.rotary, (
+        "read from the config: Llama has rope settings, BERT absolute"
+    )
+    captions = {}
+    for name in ("smollm2", "minilm"):
+        app = AppTest.from_file(str(ROOT / "pages" / "2_model_explorer.py"), default_timeout=300)
+        app.query_params.update({"model": name})
+        app.run()
+        assert not app.exception
+        captions[name] = "\n".join(caption.value for caption in app.caption)
+    assert "rotary position embedding (RoPE)" in captions["smollm2"]
+    assert "absolute position embeddings" not in captions["smollm2"]
+    assert "absolute position embeddings" in captions["minilm"]
+    assert "RoPE" not in captions["minilm"]

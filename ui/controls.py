@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import streamlit as st
 
@@ -197,6 +197,12 @@ def numbered(labels: Sequence[str], index: int) -> str:
     ``functools.partial``: a lambda written in a page would keep the page's namespace (and its
     captures) alive for as long as the widget remembers its ``format_func``."""
     return f"{index}: {labels[index]}"
+
+
+def translated(labels: Mapping[str, str], option: str) -> str:
+    """An option's label from a table of :func:`~attention_viz.i18n.N_`-marked labels, in the run's
+    language. Bind ``labels`` with ``functools.partial``, as for :func:`numbered`."""
+    return _(labels[option])
 
 
 def set_value(key: str, value: object) -> None:

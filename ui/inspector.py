@@ -5,7 +5,7 @@ A page uses it like this::
     PARAMS = [..., *inspector.cell_params("ex", MAX_POSITIONS)]      # the cell is in the URL
     head, query, key = inspector.choose_cell("ex", weights, pad_rows, head=head)  # before the chart
     inspector.clickable_chart(figure, "ex_head_chart", "ex", (query, key))        # the chart itself
-    query, key, _ = inspector.cell_inputs("ex", tokens)                            # below it
+    query, key, _head = inspector.cell_inputs("ex", tokens)                        # below it
     inspector.show_cell(run_or_stop(lambda: inspect_capture(...)), style, presentation, "ex_cell")
 
 Clicking. Streamlit 1.67 reports no click on a heatmap: ``st.plotly_chart(on_select="rerun",
@@ -29,6 +29,7 @@ import streamlit as st
 import torch
 
 from attention_viz.figures import FigureStyle
+from attention_viz.i18n import N_, _
 from attention_viz.inspector import CellInspection, default_cell
 from attention_viz.inspector_figures import (
     chain_latex,
@@ -52,41 +53,46 @@ __all__ = [
     "take_click",
 ]
 
-# --- every visible word of the inspector ------------------------------------------------------------
-TITLE = "Inside one cell"
-HOW_TO_PICK = "Click a cell of the heatmap above, or type its query and key."
-QUERY_LABEL = "Query i (row)"
-KEY_LABEL = "Key j (column)"
-HEAD_LABEL = "Head"
-QUERY_HELP = "The zero-based position of the token that asks: a row of the heatmap."
-KEY_HELP = "The zero-based position of the token that is looked at: a column of the heatmap."
-HEAD_HELP = "Which head's cell to take apart; clicking a cell of a head's heatmap picks that head too."
-HEADING = "Query {query} {query_token} → key {key} {key_token}, head {head}"
-HEADING_LAYER = "Query {query} {query_token} → key {key} {key_token}, layer {layer}, head {head}"
-GROUPED_NOTE = (
+# --- every visible word of the inspector (marked here, translated where shown) ----------------------
+TITLE = N_("Inside one cell")
+HOW_TO_PICK = N_("Click a cell of the heatmap above, or type its query and key.")
+QUERY_LABEL = N_("Query i (row)")
+KEY_LABEL = N_("Key j (column)")
+HEAD_LABEL = N_("Head")
+QUERY_HELP = N_("The zero-based position of the token that asks: a row of the heatmap.")
+KEY_HELP = N_("The zero-based position of the token that is looked at: a column of the heatmap.")
+HEAD_HELP = N_("Which head's cell to take apart; clicking a cell of a head's heatmap picks that head too.")
+HEADING = N_("Query {query} {query_token} → key {key} {key_token}, head {head}")
+HEADING_LAYER = N_("Query {query} {query_token} → key {key} {key_token}, layer {layer}, head {head}")
+GROUPED_NOTE = N_(
     "Grouped-query attention: query head {head} reads the keys (and values) of KV head {kv_head}, "
     "which query heads {group} share. So k below is KV head {kv_head}'s key."
 )
-REAL_VECTORS_NOTE = (
-    "q and k are the vectors this layer really used: in a model with rotary position embeddings "
-    "(such as SmolLM2), after RoPE has turned them by their positions."
+ROTARY_NOTE = N_(
+    "q and k are the vectors this layer really used, after the rotary position embedding (RoPE) "
+    "has turned them by their positions."
 )
-VECTORS_CAPTION = (
+ABSOLUTE_NOTE = N_(
+    "q and k are the vectors this layer really used. This model has absolute position embeddings: "
+    "positions were added to the token embeddings before the first layer, so q and k are not "
+    "turned by their positions here."
+)
+VECTORS_CAPTION = N_(
     "The dot product multiplies q and k dimension by dimension and adds the products up: red bars "
     "raise the score, blue bars lower it."
 )
-CHAIN_CAPTION = (
+CHAIN_CAPTION = N_(
     "From the two vectors to the weight in the heatmap, with this cell's own numbers. M is 0 where "
     "the query may attend to the key and −∞ where it may not."
 )
-MASKED_NOTE = "This key is masked for this query: s + M = −∞, so e^(−∞) = 0 and the weight is exactly 0."
-EMPTY_ROW_NOTE = (
+MASKED_NOTE = N_("This key is masked for this query: s + M = −∞, so e^(−∞) = 0 and the weight is exactly 0.")
+EMPTY_ROW_NOTE = N_(
     "Every key of this row is masked, so the softmax would be 0/0; by rule the whole row is 0 "
     "(a [PAD] query or a query that may see nothing)."
 )
-SOFTMAX_CAPTION = "The softmax turns the whole row into weights that add up to 1; key {key} is orange."
-OUTPUT_TITLE = "What the head passes on"
-OUTPUT_CAPTION = (
+SOFTMAX_CAPTION = N_("The softmax turns the whole row into weights that add up to 1; key {key} is orange.")
+OUTPUT_TITLE = N_("What the head passes on")
+OUTPUT_CAPTION = N_(
     "The output row is the weighted sum of the value vectors: each key contributes its value, "
     "scaled by its weight. Orange: key {key}'s share."
 )
@@ -240,20 +246,20 @@ def cell_inputs(prefix: str, tokens: Sequence[str], heads: int | None = None) ->
 
     Returns ``(query, key, head)``; head is None without ``heads``.
     """
-    st.subheader(TITLE)
+    st.subheader(_(TITLE))
     length = len(tokens)
     columns = st.columns([1, 1, 1, 2] if heads is not None else [1, 1, 3], vertical_alignment="bottom")
     columns[0].number_input(
-        QUERY_LABEL, min_value=0, max_value=length - 1, step=1, key=f"{prefix}_query", help=QUERY_HELP
+        _(QUERY_LABEL), min_value=0, max_value=length - 1, step=1, key=f"{prefix}_query", help=_(QUERY_HELP)
     )
     columns[1].number_input(
-        KEY_LABEL, min_value=0, max_value=length - 1, step=1, key=f"{prefix}_key", help=KEY_HELP
+        _(KEY_LABEL), min_value=0, max_value=length - 1, step=1, key=f"{prefix}_key", help=_(KEY_HELP)
     )
     head = None
     if heads is not None:
-        columns[2].selectbox(HEAD_LABEL, range(heads), key=f"{prefix}_cell_head", help=HEAD_HELP)
+        columns[2].selectbox(_(HEAD_LABEL), range(heads), key=f"{prefix}_cell_head", help=_(HEAD_HELP))
         head = int(st.session_state[f"{prefix}_cell_head"])
-    columns[-1].caption(HOW_TO_PICK)
+    columns[-1].caption(_(HOW_TO_PICK))
     return int(st.session_state[f"{prefix}_query"]), int(st.session_state[f"{prefix}_key"]), head
 
 
@@ -263,9 +269,13 @@ def _token_text(token: str) -> str:
     return literal(token)
 
 
-def show_cell(cell: CellInspection, style: FigureStyle, presentation: bool, key_prefix: str) -> None:
+def show_cell(
+    cell: CellInspection, style: FigureStyle, presentation: bool, key_prefix: str, rotary: bool = False
+) -> None:
     """Everything about one cell: the vectors, the chain of equations, the row's softmax and,
-    where the trace keeps values (Playground), the output row. Charts get ``key_prefix`` keys."""
+    where the trace keeps values (Playground), the output row. Charts get ``key_prefix`` keys.
+    ``rotary``: a real model's layer turns q and k by their positions (RoPE; see
+    :attr:`attention_viz.loading.LoadedModel.rotary`); the note under the heading says which."""
     words = {
         "query": cell.query,
         "query_token": _token_text(cell.query_token),
@@ -274,12 +284,12 @@ def show_cell(cell: CellInspection, style: FigureStyle, presentation: bool, key_
         "head": cell.head,
         "layer": cell.layer,
     }
-    st.markdown("**" + (HEADING if cell.layer is None else HEADING_LAYER).format(**words) + "**")
+    st.markdown("**" + _(HEADING if cell.layer is None else HEADING_LAYER).format(**words) + "**")
     if cell.grouped:
-        group = ", ".join(str(h) for h in cell.kv_group)
-        st.info(GROUPED_NOTE.format(head=cell.head, kv_head=cell.kv_head, group=group), icon="🔑")
+        group = _(", ").join(str(h) for h in cell.kv_group)
+        st.info(_(GROUPED_NOTE).format(head=cell.head, kv_head=cell.kv_head, group=group), icon="🔑")
     if cell.layer is not None:
-        st.caption(REAL_VECTORS_NOTE)
+        st.caption(_(ROTARY_NOTE if rotary else ABSOLUTE_NOTE))
 
     ratios = [1] if presentation else [1, 1]
     widths = column_widths(ratios)
@@ -287,22 +297,22 @@ def show_cell(cell: CellInspection, style: FigureStyle, presentation: bool, key_
     left, right = columns[0], columns[-1]
     with left:
         st.plotly_chart(vector_figure(cell, style, widths[0]), key=f"{key_prefix}_vectors", width="content")
-        st.caption(VECTORS_CAPTION)
+        st.caption(_(VECTORS_CAPTION))
     with right:
         st.latex(chain_latex(cell))
-        st.caption(CHAIN_CAPTION)
+        st.caption(_(CHAIN_CAPTION))
         if cell.empty_row:
-            st.warning(EMPTY_ROW_NOTE)
+            st.warning(_(EMPTY_ROW_NOTE))
         elif not cell.allowed:
-            st.info(MASKED_NOTE)
+            st.info(_(MASKED_NOTE))
         st.plotly_chart(softmax_figure(cell, style, widths[-1]), key=f"{key_prefix}_softmax", width="content")
-        st.caption(SOFTMAX_CAPTION.format(key=cell.key))
+        st.caption(_(SOFTMAX_CAPTION).format(key=cell.key))
     if cell.output is not None:
-        st.markdown(f"**{OUTPUT_TITLE}**")
+        st.markdown("**" + _(OUTPUT_TITLE) + "**")
         st.latex(output_latex(cell))
         st.plotly_chart(
             output_figure(cell, style, column_widths([1])[0] * (1.0 if presentation else 0.6)),
             key=f"{key_prefix}_output",
             width="content",
         )
-        st.caption(OUTPUT_CAPTION.format(key=cell.key))
+        st.caption(_(OUTPUT_CAPTION).format(key=cell.key))
