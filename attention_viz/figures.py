@@ -820,9 +820,17 @@ def mask_figure(
             ygap=1,
         )
     figure = go.Figure(trace)
-    _style_axes(figure, layout, labels, labels, image, 1, [1], [1], tick)
+    _single_matrix(figure, layout, labels, image, title, style)
     if highlight_row is not None:
         _highlight(figure, highlight_row, 1)
+    return figure
+
+
+def _single_matrix(
+    figure: go.Figure, layout, labels: list[str], image: bool, title: str, style: FigureStyle
+) -> None:
+    """Axes, size and title of a figure of one (T, T) matrix (the mask and parity pictures)."""
+    _style_axes(figure, layout, labels, labels, image, 1, [1], [1], style.tick_size)
     figure.update_layout(
         title={"text": title, "font": {"size": style.font_size + 1}},
         width=layout.width,
@@ -831,7 +839,6 @@ def mask_figure(
         font={"size": style.font_size},
         plot_bgcolor="white",
     )
-    return figure
 
 
 # (label, colour) of each kind of cell in :func:`parity_figure`, by code 0..4 (labels in English,
@@ -902,15 +909,7 @@ def parity_figure(
             ygap=gap,
         )
     )
-    _style_axes(figure, layout, labels, labels, False, 1, [1], [1], tick)
-    figure.update_layout(
-        title={"text": title, "font": {"size": style.font_size + 1}},
-        width=layout.width,
-        height=layout.height,
-        margin=layout.margin,
-        font={"size": style.font_size},
-        plot_bgcolor="white",
-    )
+    _single_matrix(figure, layout, labels, False, title, style)
     return figure
 
 
