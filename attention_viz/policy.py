@@ -323,7 +323,8 @@ class MaskPolicy:
         return combined.expand(batch, 1, length, length)  # (B, 1, T, T)
 
     def describe(self) -> str:
-        """A short human label in the run's language, e.g. ``causal + padding, window 4 + 2 sinks, packed``."""
+        """A short human label in the run's language, e.g. ``causal + padding, window 4 + 2 sinks,
+        packed, no document mask``."""
         causal = _("prefix-LM {prefix}").format(prefix=self.prefix) if self.prefix else _("causal")
         parts = [name for name, on in ((causal, self.causal), (_("padding"), self.padding_mask)) if on]
         clauses = [" + ".join(parts) if parts else _("no mask")]
@@ -335,16 +336,10 @@ class MaskPolicy:
         if self.chunk:
             clauses.append(_("chunks of {size}").format(size=self.chunk))
         if self.pack:
-            kept = [
-                name
-                for name, on in (
-                    (_("document mask"), self.document_mask),
-                    (_("position reset"), self.reset_positions),
-                )
-                if on
-            ]
-            if kept:
-                clauses.append(_("packed ({kept})").format(kept=" + ".join(kept)))
-            else:
-                clauses.append(_("packed (nothing kept apart)"))
+            # Named by what is missing: "packed" alone is packing done right.
+            clauses.append(_("packed"))
+            if not self.document_mask:
+                clauses.append(_("no document mask"))
+            if not self.reset_positions:
+                clauses.append(_("no position reset"))
         return _(", ").join(clauses)

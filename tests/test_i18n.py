@@ -356,7 +356,11 @@ def test_core_messages_translate_policy_descriptions_errors_and_tables():
     english = policy.describe()
     assert (
         english
-        == "causal + padding, window 4 + 2 sinks, chunks of 8, packed (document mask + position reset)"
+        == "causal + padding, window 4 + 2 sinks, chunks of 8, packed"
+    )
+    assert (
+        policy.with_changes(document_mask=False, reset_positions=False).describe()
+        == "causal + padding, window 4 + 2 sinks, chunks of 8, packed, no document mask, no position reset"
     )
     with language("zh"):
         chinese = policy.describe()
