@@ -392,7 +392,8 @@ def page_masks(
     prefix: str, model_name: str, loaded: LoadedModel, texts: tuple[str, ...], presentation: bool
 ) -> MaskPolicy:
     """:func:`mask_controls` for a model page: the length follows the texts' token count, and
-    presentation mode hides the window and padding-side controls."""
+    presentation mode hides the padding-side control and the window control, unless a window
+    is on (a class must see every mask that shapes the picture)."""
     packed = bool(st.session_state.get(f"{prefix}_pack"))
     natural = run_or_stop(lambda: cache.token_count(model_name, texts, packed), _("Tokenising…"))
     return mask_controls(
@@ -400,7 +401,7 @@ def page_masks(
         loaded.decoder,
         natural,
         loaded.max_positions,
-        show_window=not presentation,
+        show_window=not presentation or bool(st.session_state.get(f"{prefix}_window")),
         show_side=not presentation,
     )
 
