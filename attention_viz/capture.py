@@ -135,6 +135,12 @@ class Capture:
         documents: ``(B, T)`` text index of each token of a packed row (-1 = padding); None
             when each text has a row of its own.
         effect: what the policy changed in the output, compared with the model's default.
+        layer_kinds: per zero-based layer of the model, its kind (``full_attention``,
+            ``sliding_attention``, ``chunked_attention``, ``bidirectional``); empty = every layer
+            applies ``mask``.
+        kind_masks: ``(B, 1, T, T)`` the mask each kind of layer applied, when the model's layers
+            are not all of one kind (a sliding layer keeps its own window); ``mask`` is then the
+            full-attention layers'. Use :meth:`mask_for` for one layer's.
     """
 
     model_name: str
@@ -150,6 +156,21 @@ class Capture:
     truncated: list[int]
     documents: torch.Tensor | None = None
     effect: OutputEffect | None = field(default=None)
+    layer_kinds: tuple[str, ...] = ()
+    kind_masks: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def mask_for(self, layer: int) -> torch.Tensor:
+        """``(B, 1, T, T)`` the mask zero-based ``layer`` applied (True = may attend)."""
+        if layer in self.layers:
+            return self.layers[layer].mask
+        kind = self.layer_kinds[layer] if layer < len(self.layer_kinds) else None
+        return self.kind_masks.get(kind, self.mask)
+
+    def kind_of(self, layer: int) -> str | None:
+        """The kind of zero-based ``layer`` when the model's layers differ, else None."""
+        if not self.kind_masks or layer >= len(self.layer_kinds):
+            return None
+        return self.layer_kinds[layer]
 
     @property
     def pad_rows(self) -> torch.Tensor:
@@ -330,6 +351,8 @@ def memory_estimate(
     """
     config = model.model.config
     heads, width = model.num_heads, config.hidden_size
+    # The MLP's width: GPT-2 names it n_inner, and None there means 4 × the hidden size.
+    mlp_width = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * width
     head_dim = getattr(config, "head_dim", None) or width // heads
     matrix = batch * heads * length * length * BYTES_PER_VALUE  # one (B, H, T, T) stage
     vectors = batch * heads * length * head_dim * BYTES_PER_VALUE  # one (B, H, T, d) tensor
@@ -338,10 +361,7 @@ def memory_estimate(
         attention=layers * (STAGES_KEPT * matrix + RECORD_VECTORS * vectors),
         parity=(PARITY_MATRICES * matrix + square * BYTES_PER_VALUE) if layers else 0,
         masks=MASK_COPIES * square,
-        activations=batch
-        * length
-        * BYTES_PER_VALUE
-        * (MLP_TENSORS * config.intermediate_size + RESIDUAL_TENSORS * width),
+        activations=batch * length * BYTES_PER_VALUE * (MLP_TENSORS * mlp_width + RESIDUAL_TENSORS * width),
         outputs=effect_bytes(model, length, batch) if effect else 0,
     )
 
@@ -497,27 +517,68 @@ def parity_delta(result: Capture, layer: int) -> float | None:
     return result.layer(layer).model_parity
 
 
+def layer_masks(model: LoadedModel, encoded: Encoded, policy: MaskPolicy) -> dict[str, torch.Tensor]:
+    """Per kind of layer in ``model``, the ``(B, 1, T, T)`` mask ``policy`` gives it
+    (:meth:`MaskPolicy.for_layer_kind`: a sliding layer keeps its own window), in layer order."""
+    first_of_kind = {kind: layer for layer, kind in reversed(list(enumerate(model.layer_kinds)))}
+    return {
+        kind: model.layer_policy(policy, layer).build(encoded.attention_mask, encoded.documents)
+        for kind, layer in sorted(first_of_kind.items(), key=lambda pair: pair[1])
+    }
+
+
+def model_position_ids(model: LoadedModel, encoded: Encoded, policy: MaskPolicy) -> torch.Tensor:
+    """The positions ``model`` is given: :func:`position_ids_for`, except for an encoder that
+    numbers its positions itself from the token ids (RoBERTa: real tokens from ``padding_idx + 1``
+    on, padding at ``padding_idx``, so left padding does not shift them), numbered by the model's
+    own ``create_position_ids_from_input_ids``. Packed texts with ``reset_positions`` restart at
+    each document, from the same first number.
+
+    Shape: returns ``(B, T)``.
+    """
+    embeddings = getattr(getattr(model.model, "base_model", model.model), "embeddings", None)
+    numbering = getattr(embeddings, "create_position_ids_from_input_ids", None)
+    padding_idx = getattr(embeddings, "padding_idx", None)
+    if model.decoder or numbering is None or padding_idx is None:
+        return position_ids_for(encoded, policy, model.decoder)
+    if policy.pack and policy.reset_positions:
+        first = padding_idx + 1
+        return torch.where(
+            encoded.attention_mask.bool(),
+            document_positions(encoded.attention_mask, encoded.documents) + first,
+            padding_idx,
+        )
+    return numbering(encoded.input_ids, padding_idx)
+
+
 def run_forward(
     model: LoadedModel, encoded: Encoded, policy: MaskPolicy, layers: list[int], need_output: bool = True
-) -> tuple[torch.Tensor, torch.Tensor, dict[int, LayerRecord], torch.Tensor | None]:
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[int, LayerRecord], torch.Tensor | None]:
     """One forward pass under ``policy``, recording ``layers``.
 
-    Returns ``(mask (B,1,T,T), position_ids (B,T), records, output)`` where output is the logits
+    Returns ``(kind_masks, position_ids (B,T), records, output)``: ``kind_masks`` is
+    :func:`layer_masks` (one ``(B,1,T,T)`` mask per kind of layer); output is the logits
     ``(B, T, V)`` of a decoder or the last hidden state ``(B, T, D)`` of an encoder. With
     ``need_output=False`` the pass stops right after the last recorded layer (the later layers
     cannot change it) and output is None: a capture of layer 0 then costs a fraction of a forward.
     """
-    mask = policy.build(encoded.attention_mask, encoded.documents)  # (B, 1, T, T)
-    position_ids = position_ids_for(encoded, policy, model.decoder)
+    kind_masks = layer_masks(model, encoded, policy)
+    position_ids = model_position_ids(model, encoded, policy)
     # The model's own masks with no padding: pass the plain 2-D mask, so transformers' mask
     # function (registered under our name) lets SDPA use its fast causal / unmasked path in the
-    # layers we do not record. It is exactly the mask above; the recorded layers rebuild it.
+    # layers we do not record, and builds each kind of layer's mask (a sliding layer's window) as
+    # the model's forward does. It is exactly the masks above; the recorded layers rebuild them.
     plain = (
         policy == policy.model_default(model.decoder)
         and not policy.pack
         and bool(encoded.attention_mask.all())
     )
-    model_mask = encoded.attention_mask if plain else mask
+    if plain:
+        model_mask = encoded.attention_mask
+    elif len(kind_masks) == 1:
+        model_mask = next(iter(kind_masks.values()))  # every layer applies it
+    else:
+        model_mask = kind_masks  # models with layer_types take one mask per kind of layer
     stop_early = not need_output and bool(layers)
     output = None
     with model.lock, torch.inference_mode(), recording(layers, stop_when_done=stop_early) as recorder:
@@ -531,7 +592,7 @@ def run_forward(
             output = outputs.logits if model.decoder else outputs.last_hidden_state
         except AllLayersRecorded:
             pass
-    return mask, position_ids, recorder.records, output
+    return kind_masks, position_ids, recorder.records, output
 
 
 def policy_effect(
@@ -643,7 +704,9 @@ def capture(
     encoded = encode(model, texts, policy)
     rows, length = encoded.input_ids.shape
     check_budget(model, len(layers), length, rows, effect=effect)
-    mask, position_ids, records, output = run_forward(model, encoded, policy, layers, need_output=effect)
+    kind_masks, position_ids, records, output = run_forward(
+        model, encoded, policy, layers, need_output=effect
+    )
 
     measured = policy_effect(model, encoded, policy, output) if effect else None
     return Capture(
@@ -654,10 +717,17 @@ def capture(
         input_ids=encoded.input_ids,
         attention_mask=encoded.attention_mask,
         position_ids=position_ids,
-        mask=mask,
+        mask=_main_mask(kind_masks),
         policy=policy,
         layers={index: LayerCapture.from_record(records[index]) for index in layers},
         truncated=encoded.truncated,
         documents=encoded.documents,
         effect=measured,
+        layer_kinds=tuple(model.layer_kinds) if len(kind_masks) > 1 else (),
+        kind_masks=kind_masks if len(kind_masks) > 1 else {},
     )
+
+
+def _main_mask(kind_masks: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The mask a capture names first: the only kind's, else the full-attention layers'."""
+    return kind_masks.get("full_attention", next(iter(kind_masks.values())))

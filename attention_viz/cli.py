@@ -213,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+    # One line per failure: transformers' warnings (a model's config checks) stay out of stderr.
+    # (TRANSFORMERS_VERBOSITY above is read when transformers is imported, which may be earlier.)
+    transformers_logging.set_verbosity_error()
     try:
         run(args)
     except UserFacingError as error:

@@ -168,8 +168,8 @@ def compare_head(a: Capture, b: Capture, layer: int, item: int, head: int) -> Co
         a=weights_a,
         b=weights_b,
         difference=weights_b - weights_a,
-        allowed_a=a.mask[item, 0],
-        allowed_b=b.mask[item, 0],
+        allowed_a=a.mask_for(layer)[item, 0],
+        allowed_b=b.mask_for(layer)[item, 0],
         pad_rows=a.pad_rows[item],
     )
 

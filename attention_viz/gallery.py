@@ -154,6 +154,15 @@ def stacked_weights(result: Capture, item: int = 0) -> tuple[torch.Tensor, list[
     return weights, layers
 
 
+def selected_masks(result: Capture, pairs: Sequence[tuple[int, int]], item: int = 0) -> torch.Tensor:
+    """The mask each chosen ``(layer, head)`` pair's layer applied, for one item (a sliding
+    layer keeps its window), in the given order.
+
+    Shape: returns ``(K, T, T)`` bool for ``K`` pairs.
+    """
+    return torch.stack([result.mask_for(layer)[item, 0] for layer, _head in pairs])
+
+
 def selected_heads(result: Capture, pairs: Sequence[tuple[int, int]], item: int = 0) -> torch.Tensor:
     """The weights of chosen ``(layer, head)`` pairs for one item, in the given order.
 
@@ -277,10 +286,12 @@ def thumbnails(
 
     Weights use the fixed range [0, 1], masked cells are grey (as in every other figure).
 
-    Shape: uses ``result.layers[l].weights`` ``(B, H, T, T)`` and ``result.mask`` ``(B, 1, T, T)``.
+    Shape: uses ``result.layers[l].weights`` ``(B, H, T, T)`` and each layer's mask ``(B, 1, T, T)``.
     """
     weights, layers = stacked_weights(result, item)  # (L, H, T, T)
-    allowed = result.mask[item, 0].cpu().numpy().astype(bool)  # (T, T)
+    allowed = (
+        torch.stack([result.mask_for(layer)[item] for layer in layers]).cpu().numpy().astype(bool)
+    )  # (L, 1, T, T)
     values, pooled_allowed = pool(weights.detach().to(torch.float64).cpu().numpy(), allowed, max_cell)
     index = np.clip(np.nan_to_num(values, nan=0.0) * 255, 0, 255).round().astype(np.uint8)
     rgb = colour_lut(palette)[index]  # (L, H, C, C, 3)

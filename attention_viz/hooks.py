@@ -30,10 +30,15 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from attention_viz.attention import AttentionTrace, scaled_dot_product_attention
+from attention_viz.errors import UserFacingError
+from attention_viz.i18n import _
 
 __all__ = ["ATTENTION_NAME", "AllLayersRecorded", "LayerRecord", "Recorder", "recording", "register"]
 
 ATTENTION_NAME = "attention_viz"
+# Arguments some models pass to their attention function that change the softmax itself (Gemma 2's
+# tanh score capping, gpt-oss's sink logits): plain softmax(Q Kᵀ · scale + M) would be wrong.
+UNDRAWN_KWARGS = ("softcap", "s_aux", "sinks")
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,15 @@ def attention_forward(
 
     Shape: query ``(B, H, Tq, d)`` in, output ``(B, Tq, H, d)`` out.
     """
+    if any(kwargs.get(name) is not None for name in UNDRAWN_KWARGS):
+        # Caught before any weights load for the models we know (attention_viz.models); this
+        # guards the rest: never compute, or draw, attention the reference does not implement.
+        raise UserFacingError(
+            _(
+                "This model changes its attention scores beyond softmax(Q Kᵀ · scale + M) "
+                "(score capping or sink logits), which attention-viz does not draw; it cannot be shown truly."
+            )
+        )
     recorder = _ACTIVE.get()
     layer = getattr(module, "layer_idx", None)
     if recorder is None or layer not in recorder.layers:

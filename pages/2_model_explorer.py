@@ -31,6 +31,7 @@ from attention_viz.scales import SCALES
 from ui import cache, downloads, inspector
 from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
 from ui.controls import (
+    layer_note,
     model_and_texts,
     model_params,
     numbered,
@@ -119,12 +120,13 @@ publish(PAGE, PARAMS)
 captured = result.layer(layer)
 tokens = result.tokens[item]
 matrices = captured.stage(stage)[item]  # (H, T, T)
-allowed = result.mask[item, 0]  # (T, T)
+allowed = result.mask_for(layer)[item, 0]  # (T, T): this layer's (a sliding layer keeps its window)
 pad_rows = result.pad_rows[item]  # (T,) True where the query is [PAD]
 stage_allowed = allowed if stage_shows_mask(stage) else None  # raw scores are drawn whole
 scale = scale_picker("ex_scale", stage)
 value_range = stage_range(stage, matrices, style.palette, scale)
 cut_notes(result.texts, result.truncated)
+layer_policy = layer_note(loaded, policy, layer)
 
 # On a projector the focused head gets half the page; on a laptop the grid gets more.
 ratios = [1, 1] if presentation else [3, 2]
@@ -133,7 +135,7 @@ left, right = st.columns(ratios)
 with left:
     st.subheader(
         _("Layer {layer}: all {heads} heads · {policy}").format(
-            layer=layer, heads=loaded.num_heads, policy=policy.describe()
+            layer=layer, heads=loaded.num_heads, policy=layer_policy.describe()
         )
     )
     grid = head_grid(

@@ -12,7 +12,7 @@ from attention_viz.leak import leak_frame, leak_meter, shade_padding
 from attention_viz.scales import SCALES
 from ui import cache
 from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
-from ui.controls import mask_controls, model_and_texts, model_params, scale_picker
+from ui.controls import layer_note, mask_controls, model_and_texts, model_params, scale_picker
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 from ui.viewport import column_widths
@@ -145,6 +145,7 @@ picks[0].slider(_("Layer"), 0, loaded.num_layers - 1, key="pl_layer")
 picks[1].selectbox(_("Head"), range(loaded.num_heads), key="pl_head")
 layer, head = st.session_state["pl_layer"], st.session_state["pl_head"]
 weights = result.layer(layer).weights  # (B, H, T, T)
+layer_note(loaded, policy, layer)
 value_range = stage_range("weights", weights, style.palette, scale_picker("pl_scale", "weights"))
 # Full width: with the colour bar and token labels, a narrower heatmap has no room for cells.
 heat_widths = column_widths([1] * len(texts))
@@ -155,7 +156,7 @@ for item, column in enumerate(columns):
         result.tokens[item],
         result.tokens[item],
         value_range,
-        allowed=result.mask[item, 0],
+        allowed=result.mask_for(layer)[item, 0],
         title=_("text {item} · layer {layer}, head {head}").format(item=item, layer=layer, head=head),
         style=style,
         width_px=heat_widths[item],

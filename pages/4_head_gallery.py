@@ -7,7 +7,14 @@ from pathlib import Path
 import streamlit as st
 
 from attention_viz.figures import head_grid, stage_range
-from attention_viz.gallery import TYPICAL, selected_heads, thumbnail_figure, thumbnails, typical_heads
+from attention_viz.gallery import (
+    TYPICAL,
+    selected_heads,
+    selected_masks,
+    thumbnail_figure,
+    thumbnails,
+    typical_heads,
+)
 from attention_viz.i18n import _
 from attention_viz.stats import COLUMN_LABELS, STAT_COLUMNS
 from ui import cache
@@ -153,7 +160,7 @@ with right:
                 tokens,
                 tokens,
                 stage_range("weights", result.layer(0).weights, style.palette),
-                allowed=result.mask[0, 0],
+                allowed=selected_masks(result, pairs, item=0),
                 # Short titles with projector fonts, or neighbouring titles run into each other.
                 titles=[
                     f"#{rank} · L{layer} H{head}"

@@ -7,7 +7,6 @@ import streamlit as st
 from attention_viz.compare import PRESETS, compare_head, effect_table
 from attention_viz.figures import difference_figure, heatmap, stage_range
 from attention_viz.i18n import _
-from attention_viz.loading import BUNDLED, DEFAULT_MODEL
 from attention_viz.policy import MaskPolicy
 from ui import cache, presets
 from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
@@ -18,6 +17,7 @@ from ui.controls import (
     mask_params,
     mask_switches,
     model_and_texts,
+    model_param,
     more_masks,
     padding_side_radio,
     policy_or_stop,
@@ -31,7 +31,7 @@ PAGE = "compare"
 DEFAULT_TEXT = "The cat sat on the mat because it was tired."
 SIDES = presets.SIDES
 PARAMS = [
-    Param("cmp_model", "model", DEFAULT_MODEL, "choice", choices=tuple(BUNDLED)),
+    model_param("cmp_model"),
     Param("cmp_text", "text", DEFAULT_TEXT),
     *batching_params("cmp"),
     Param("cmp_layer", "layer", 0, "int", low=0, high=1000),

@@ -8,11 +8,10 @@ from attention_viz.figures import stage_range
 from attention_viz.generation import MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, NEEDS_DECODER, STALE_TOLERANCE
 from attention_viz.generation_figures import cache_figure, candidates_figure, stale_figure, step_heatmap
 from attention_viz.i18n import N_, _
-from attention_viz.loading import BUNDLED, DEFAULT_MODEL
 from attention_viz.scales import SCALES
 from ui import cache
 from ui.chrome import display_settings, literal, model_or_stop, run_or_stop
-from ui.controls import model_picker, move_row, scale_picker, set_value
+from ui.controls import model_param, model_picker, move_row, scale_picker, set_value
 from ui.routing import ensure_app_navigation
 from ui.state import Param, clamp_index, publish, restore, show_notes
 from ui.viewport import column_widths
@@ -21,7 +20,7 @@ PAGE = "generation"
 DEFAULT_PROMPT = "The capital of France is"
 DEFAULT_NEW_TOKENS = 12
 PARAMS = [
-    Param("gen_model", "model", DEFAULT_MODEL, "choice", choices=tuple(BUNDLED)),
+    model_param("gen_model"),
     Param("gen_text", "text", DEFAULT_PROMPT),
     Param("gen_new", "new", DEFAULT_NEW_TOKENS, "int", low=1, high=MAX_NEW_TOKENS),
     Param("gen_layer", "layer", 0, "int", low=0, high=1000),

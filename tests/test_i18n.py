@@ -354,10 +354,7 @@ def test_core_messages_translate_policy_descriptions_errors_and_tables():
 
     policy = MaskPolicy(causal=True, window=4, sinks=2, chunk=8, pack=True)
     english = policy.describe()
-    assert (
-        english
-        == "causal + padding, window 4 + 2 sinks, chunks of 8, packed"
-    )
+    assert english == "causal + padding, window 4 + 2 sinks, chunks of 8, packed"
     assert (
         policy.with_changes(document_mask=False, reset_positions=False).describe()
         == "causal + padding, window 4 + 2 sinks, chunks of 8, packed, no document mask, no position reset"

@@ -15,10 +15,12 @@ import streamlit as st
 from attention_viz.capture import Capture, effect_of
 from attention_viz.capture import capture as run_capture
 from attention_viz.effect import OutputEffect
+from attention_viz.errors import UserFacingError
 from attention_viz.generation import Generation, generate_stepwise
 from attention_viz.i18n import get_language, language
 from attention_viz.loading import LoadedModel, load_model
 from attention_viz.mask_check import MaskCheck, mask_check
+from attention_viz.models import ModelInfo, model_info
 from attention_viz.packing import PackingCheck, packing_check
 from attention_viz.playground import PlaygroundResult, run_playground
 from attention_viz.policy import MaskPolicy
@@ -30,6 +32,8 @@ from attention_viz.stats import head_statistics
 PLAYGROUND_CACHE_ENTRIES = 64
 CAPTURE_CACHE_ENTRIES = 8
 RESULT_TTL_SECONDS = 3600
+# A model folder a host is fixing is read again after this long.
+MODEL_SUMMARY_TTL_SECONDS = 30
 
 
 @st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
@@ -44,6 +48,21 @@ def playground(
 def model(name: str) -> LoadedModel:
     """One shared instance per model for every session of this server."""
     return load_model(name)
+
+
+def model_summary(name: str) -> tuple[ModelInfo | None, str | None]:
+    """``(info, None)`` from the model's config, or ``(None, why it cannot open)`` in one sentence
+    in the run's language. Read again after a short while, so a host's fix shows without a restart."""
+    return _model_summary(name, get_language())
+
+
+@st.cache_data(max_entries=64, ttl=MODEL_SUMMARY_TTL_SECONDS, show_spinner=False)
+def _model_summary(name: str, lang: str) -> tuple[ModelInfo | None, str | None]:
+    with language(lang):
+        try:
+            return model_info(name), None
+        except UserFacingError as error:
+            return None, str(error)
 
 
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)

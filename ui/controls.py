@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 import streamlit as st
 
 from attention_viz.i18n import N_, _
-from attention_viz.loading import BUNDLED, DEFAULT_MODEL, LoadedModel, describe_model
+from attention_viz.loading import DEFAULT_MODEL, LoadedModel
+from attention_viz.models import available_models
 from attention_viz.policy import MaskPolicy
 from attention_viz.scales import SCALES, scale_label
 from attention_viz.settings import load_settings
@@ -55,7 +56,7 @@ def model_params(prefix: str, default_text: str, more: bool = True) -> list[Para
     """URL-backed state for the model, the texts and the masks of a model page (with ``more``,
     the parts of :func:`more_masks` too)."""
     params = [
-        Param(f"{prefix}_model", "model", DEFAULT_MODEL, "choice", choices=tuple(BUNDLED)),
+        model_param(f"{prefix}_model"),
         Param(f"{prefix}_text", "text", default_text),
         *mask_params(prefix),
         *batching_params(prefix),
@@ -221,9 +222,41 @@ def texts_of(raw: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in raw.splitlines() if line.strip())
 
 
+def layer_note(loaded: LoadedModel, policy: MaskPolicy, layer: int) -> MaskPolicy:
+    """The masks ``layer`` really applies under ``policy``, saying so in a caption when the
+    layer adds the model's own sliding window or chunk to them."""
+    applied = loaded.layer_policy(policy, layer)
+    if applied.window != policy.window:
+        st.caption(
+            _(
+                "Layer {layer} is one of this model's sliding-window layers: on top of the masks above it "
+                "keeps its own window of {window} tokens (each token sees itself and at most {back} before "
+                "it). A window set here applies to every layer instead."
+            ).format(layer=layer, window=applied.window, back=applied.window - 1)
+        )
+    elif applied.chunk != policy.chunk:
+        st.caption(
+            _(
+                "Layer {layer} is one of this model's chunked layers: on top of the masks above it keeps "
+                "its own chunks of {size} tokens. Chunks set here apply to every layer instead."
+            ).format(layer=layer, size=applied.chunk)
+        )
+    return applied
+
+
+def model_param(key: str) -> Param:
+    """URL-backed state for a model picker: every model this server offers (bundled, then the
+    host's allowlist)."""
+    return Param(key, "model", DEFAULT_MODEL, "choice", choices=available_models())
+
+
 def model_label(name: str) -> str:
-    """``"smollm2 · SmolLM2-135M-Instruct · causal decoder · …"``: a model as the picker shows it."""
-    return f"{name} · {describe_model(name)}"
+    """``"smollm2 · SmolLM2-135M-Instruct · causal decoder · …"``: a model as the picker shows it;
+    a model that cannot open says why in the same line."""
+    info, problem = cache.model_summary(name)
+    if info is None:
+        return f"⚠ {problem}"
+    return f"{name} · {info.describe()}"
 
 
 def side_label(side: str) -> str:
@@ -232,10 +265,11 @@ def side_label(side: str) -> str:
 
 
 def model_picker(prefix: str) -> str:
-    """The bundled-model select box. Picking another model resets ``Causal mask`` to that model's own choice."""
+    """The model select box (bundled and allowlisted models). Picking another model resets
+    ``Causal mask`` to that model's own choice."""
     return st.selectbox(
         _("Model"),
-        tuple(BUNDLED),
+        available_models(),
         key=f"{prefix}_model",
         format_func=model_label,
         on_change=lambda: st.session_state.pop(f"{prefix}_causal", None),

@@ -9,9 +9,9 @@ from __future__ import annotations
 import streamlit as st
 
 from attention_viz.compare import PRESETS, shortest_text, with_shorter_text
-from attention_viz.loading import BUNDLED
 from attention_viz.policy import MaskPolicy
 from attention_viz.settings import load_settings
+from ui import cache
 from ui.controls import reset_more_masks, texts_of
 
 SIDES = ("a", "b")
@@ -20,7 +20,8 @@ SIDES = ("a", "b")
 def apply_preset(name: str) -> None:
     """Button callback: set both sides (and, for padding, a second shorter text) before the rerun."""
     preset = PRESETS[name]
-    decoder = BUNDLED[st.session_state["cmp_model"]].decoder
+    info, _problem = cache.model_summary(st.session_state["cmp_model"])
+    decoder = info.decoder if info is not None else True  # a model that cannot open shows its error
     for side, choice in zip(SIDES, (preset.a, preset.b), strict=True):
         # The model's own choice, resolved where every policy resolves it.
         st.session_state[f"cmp_{side}_causal"] = MaskPolicy(causal=choice.causal).for_model(decoder).causal
