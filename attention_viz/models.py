@@ -36,6 +36,7 @@ from attention_viz.i18n import N_, _, ngettext
 from attention_viz.settings import Settings, load_settings
 
 __all__ = [
+    "ModelRefused",
     "BUNDLED",
     "DEFAULT_MODEL",
     "BundledModel",
@@ -98,6 +99,15 @@ DEFAULT_MODEL = "smollm2"
 def describe_model(name: str) -> str:
     """A bundled model's one-line description in the run's language."""
     return _(BUNDLED[name].description)
+
+
+class ModelRefused(UserFacingError):
+    """A model that cannot open: the message is one sentence; ``reason`` a few words for the
+    picker (English, marked for translation: show it with ``_``)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 # Layer kinds, as transformers names them in ``config.layer_types`` (an encoder's layers are
@@ -244,44 +254,54 @@ def allowlisted_source(name: str, settings: Settings) -> Path | str:
     if _looks_local(name):
         resolved = str(Path(name).expanduser().resolve())
         if resolved not in allowed_paths:
-            raise UserFacingError(
+            raise ModelRefused(
                 _(
                     "Model {name} is not on this server's allowlist. Allowed models: {names}. "
                     "A host can add local directories with ATTNVIZ_ALLOWED_MODELS."
-                ).format(name=repr(name), names=names)
+                ).format(name=repr(name), names=names),
+                N_("not on the allowlist"),
             )
         folder = Path(resolved)
         if not folder.exists():
-            raise UserFacingError(_("Model directory {name} does not exist.").format(name=repr(name)))
+            raise ModelRefused(
+                _("Model directory {name} does not exist.").format(name=repr(name)), N_("does not exist")
+            )
         if not folder.is_dir():
-            raise UserFacingError(_("{name} is a file, not a model folder.").format(name=repr(name)))
+            raise ModelRefused(
+                _("{name} is a file, not a model folder.").format(name=repr(name)),
+                N_("a file, not a model folder"),
+            )
         if not (folder / "config.json").is_file():
-            raise UserFacingError(
-                _("{name} is not a model folder: it has no config.json.").format(name=repr(name))
+            raise ModelRefused(
+                _("{name} is not a model folder: it has no config.json.").format(name=repr(name)),
+                N_("not a model folder (no config.json)"),
             )
         if not any(Path(resolved).glob("*.safetensors")):
-            raise UserFacingError(
+            raise ModelRefused(
                 _(
                     "Model directory {name} has no .safetensors weights; pickled weights "
                     "(.bin, .pt) are never loaded. Convert them to safetensors first."
-                ).format(name=repr(name))
+                ).format(name=repr(name)),
+                N_("pickled weights only, never loaded"),
             )
         return Path(resolved)
     if name not in allowed:
         hint = (
             _(" Hub ids load only when a host allows them and the hub is reachable.") if "/" in name else ""
         )
-        raise UserFacingError(
+        raise ModelRefused(
             _("Unknown model {name}: it is not on this server's allowlist. Allowed models: {names}.").format(
                 name=repr(name), names=names
             )
-            + hint
+            + hint,
+            N_("not on the allowlist"),
         )
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-        raise UserFacingError(
+        raise ModelRefused(
             _("Model {name} is a hub id and is not available offline; use a bundled model.").format(
                 name=repr(name)
-            )
+            ),
+            N_("a hub id, and the hub is offline"),
         )
     return name
 
@@ -309,35 +329,40 @@ def _read_config(name: str, folder: Path) -> object:
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserFacingError(
-            _("{name} is not a model folder: it has no config.json.").format(name=repr(name))
+        raise ModelRefused(
+            _("{name} is not a model folder: it has no config.json.").format(name=repr(name)),
+            N_("not a model folder (no config.json)"),
         ) from None
     except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON
-        raise UserFacingError(
+        raise ModelRefused(
             _("{name} has an unreadable config.json ({why}).").format(
                 name=repr(name), why=type(error).__name__
-            )
+            ),
+            N_("unreadable config.json"),
         ) from None
     if not isinstance(raw, dict):
-        raise UserFacingError(
-            _("{name} has an unreadable config.json ({why}).").format(name=repr(name), why="JSON")
+        raise ModelRefused(
+            _("{name} has an unreadable config.json ({why}).").format(name=repr(name), why="JSON"),
+            N_("unreadable config.json"),
         )
     model_type = raw.get("model_type")
     if raw.get("auto_map") and model_type not in modeling_auto.CONFIG_MAPPING_NAMES:
-        raise UserFacingError(
+        raise ModelRefused(
             _(
                 "{name} needs its own Python code to run (remote code, auto_map in config.json), "
                 "which attention-viz never runs."
-            ).format(name=repr(name))
+            ).format(name=repr(name)),
+            N_("needs remote code, never run"),
         )
     try:
         return AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except Exception as error:  # an unknown model type, a broken field: one line, no traceback
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserFacingError(
+        raise ModelRefused(
             _("{name} is not a model transformers {version} knows: {why}").format(
                 name=repr(name), version=_transformers_version(), why=first[:200]
-            )
+            ),
+            N_("unknown to transformers"),
         ) from None
 
 
@@ -361,30 +386,33 @@ def info_from_config(name: str, config: object) -> ModelInfo:
     decoder = is_decoder_config(config)
     model_class = _model_class(config, decoder)
     if model_class is None:
-        raise UserFacingError(
+        raise ModelRefused(
             _(
                 "{name} is a {kind} model with no {what} class in transformers, so it cannot be loaded here."
             ).format(
                 name=repr(name),
                 kind=getattr(config, "model_type", "?"),
                 what="causal-LM" if decoder else "base-model",
-            )
+            ),
+            N_("no model class in transformers"),
         )
     if not getattr(model_class, "_supports_attention_backend", False):
-        raise UserFacingError(
+        raise ModelRefused(
             _(
                 "{name} ({architecture}) computes attention in its own code, not through transformers' "
                 "attention-function registry, where attention-viz records it; it cannot be shown."
-            ).format(name=repr(name), architecture=model_class.__name__)
+            ).format(name=repr(name), architecture=model_class.__name__),
+            N_("attention outside transformers' registry"),
         )
     model_type = getattr(config, "model_type", "")
     capped = getattr(config, "attn_logit_softcapping", None) and model_type not in SOFTCAP_UNUSED
     if capped or model_type in SINK_LOGIT_MODELS:
-        raise UserFacingError(
+        raise ModelRefused(
             _(
                 "{name} ({architecture}) changes its attention scores beyond softmax(Q Kᵀ · scale + M) "
                 "(score capping or sink logits), which attention-viz does not draw; it cannot be shown truly."
-            ).format(name=repr(name), architecture=model_class.__name__)
+            ).format(name=repr(name), architecture=model_class.__name__),
+            N_("score capping or sink logits"),
         )
     kinds = config_layer_kinds(config, decoder)
     heads = config.num_attention_heads
@@ -423,8 +451,9 @@ def _hub_config(name: str) -> object:
     try:
         return AutoConfig.from_pretrained(name, trust_remote_code=False)
     except Exception as error:
-        raise UserFacingError(
+        raise ModelRefused(
             _("Model {name} is not available offline (no network to the model hub here).").format(
                 name=repr(name)
-            )
+            ),
+            N_("a hub id, and the hub is offline"),
         ) from error

@@ -17,10 +17,10 @@ from attention_viz.capture import capture as run_capture
 from attention_viz.effect import OutputEffect
 from attention_viz.errors import UserFacingError
 from attention_viz.generation import Generation, generate_stepwise
-from attention_viz.i18n import get_language, language
+from attention_viz.i18n import _, get_language, language
 from attention_viz.loading import LoadedModel, load_model
 from attention_viz.mask_check import MaskCheck, mask_check
-from attention_viz.models import ModelInfo, model_info
+from attention_viz.models import ModelInfo, ModelRefused, model_info
 from attention_viz.packing import PackingCheck, packing_check
 from attention_viz.playground import PlaygroundResult, run_playground
 from attention_viz.policy import MaskPolicy
@@ -50,19 +50,22 @@ def model(name: str) -> LoadedModel:
     return load_model(name)
 
 
-def model_summary(name: str) -> tuple[ModelInfo | None, str | None]:
-    """``(info, None)`` from the model's config, or ``(None, why it cannot open)`` in one sentence
-    in the run's language. Read again after a short while, so a host's fix shows without a restart."""
+def model_summary(name: str) -> tuple[ModelInfo | None, str | None, str | None]:
+    """``(info, None, None)`` from the model's config, or ``(None, why it cannot open, the same
+    in a few words)``, in the run's language. Read again after a short while, so a host's fix
+    shows without a restart."""
     return _model_summary(name, get_language())
 
 
 @st.cache_data(max_entries=64, ttl=MODEL_SUMMARY_TTL_SECONDS, show_spinner=False)
-def _model_summary(name: str, lang: str) -> tuple[ModelInfo | None, str | None]:
+def _model_summary(name: str, lang: str) -> tuple[ModelInfo | None, str | None, str | None]:
     with language(lang):
         try:
-            return model_info(name), None
+            return model_info(name), None, None
+        except ModelRefused as error:
+            return None, str(error), _(error.reason)
         except UserFacingError as error:
-            return None, str(error)
+            return None, str(error), str(error)
 
 
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)

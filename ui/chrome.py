@@ -11,7 +11,7 @@ import streamlit as st
 
 from attention_viz.capture import OverBudget
 from attention_viz.errors import UserFacingError
-from attention_viz.figures import PALETTES, FigureStyle
+from attention_viz.figures import PALETTES, FigureStyle, escape_markdown
 from attention_viz.i18n import DEFAULT_LANGUAGE, LANGUAGES, _, localized
 from attention_viz.loading import LoadedModel, needs_conversion
 from ui import cache
@@ -120,9 +120,9 @@ def show_table(frame, presentation: bool, key: str, **dataframe_options) -> None
 def model_or_stop(name: str) -> LoadedModel:
     """The shared model, with a spinner (and a first-load note); on failure an error, then stop."""
     try:
-        info, problem = cache.model_summary(name)
-        if info is None:
-            raise UserFacingError(problem)
+        info, problem, _short = cache.model_summary(name)
+        if info is None:  # a host's allowlisted path: shown as it is, underscores and all
+            raise UserFacingError(escape_markdown(problem))
         message = _("Loading {name}…").format(name=name)
         if needs_conversion(name):
             message = _("Converting the bundled model {name} (about 20 s, only the first time)…").format(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import streamlit as st
 
+from attention_viz.figures import escape_markdown
 from attention_viz.i18n import N_, _
 from attention_viz.loading import DEFAULT_MODEL, LoadedModel
-from attention_viz.models import available_models
+from attention_viz.models import BUNDLED, available_models
 from attention_viz.policy import MaskPolicy
 from attention_viz.scales import SCALES, scale_label
 from attention_viz.settings import load_settings
@@ -250,13 +252,34 @@ def model_param(key: str) -> Param:
     return Param(key, "model", DEFAULT_MODEL, "choice", choices=available_models())
 
 
+def short_name(name: str) -> str:
+    """A model as the picker names it: a bundled name, or an allowlisted folder's own name (its
+    whole path when two allowlisted folders share that name)."""
+    models = available_models()
+    folder = Path(name).name
+    if name in BUNDLED or not folder or sum(Path(each).name == folder for each in models) > 1:
+        return name
+    return folder
+
+
 def model_label(name: str) -> str:
     """``"smollm2 · SmolLM2-135M-Instruct · causal decoder · …"``: a model as the picker shows it;
-    a model that cannot open says why in the same line."""
-    info, problem = cache.model_summary(name)
+    a model that cannot open says why in a few words (picking it shows the whole sentence)."""
+    info, _problem, short = cache.model_summary(name)
     if info is None:
-        return f"⚠ {problem}"
-    return f"{name} · {info.describe()}"
+        return f"⚠ {short_name(name)} · {short}"
+    return f"{short_name(name)} · {info.describe()}"
+
+
+def model_help() -> str | None:
+    """The model picker's help: where the models come from, and every allowlisted entry that
+    cannot open with its whole reason (the picker's line is cut to the column's width)."""
+    lines = [_("The bundled models, then the models this server's host allows (ATTNVIZ_ALLOWED_MODELS).")]
+    for name in available_models():
+        info, problem, _short = cache.model_summary(name)
+        if info is None:
+            lines.append(f"- ⚠ {escape_markdown(problem)}")
+    return "\n".join(lines)
 
 
 def side_label(side: str) -> str:
@@ -271,6 +294,7 @@ def model_picker(prefix: str) -> str:
         _("Model"),
         available_models(),
         key=f"{prefix}_model",
+        help=model_help(),
         format_func=model_label,
         on_change=lambda: st.session_state.pop(f"{prefix}_causal", None),
     )

@@ -20,7 +20,7 @@ SIDES = ("a", "b")
 def apply_preset(name: str) -> None:
     """Button callback: set both sides (and, for padding, a second shorter text) before the rerun."""
     preset = PRESETS[name]
-    info, _problem = cache.model_summary(st.session_state["cmp_model"])
+    info, _problem, _short = cache.model_summary(st.session_state["cmp_model"])
     decoder = info.decoder if info is not None else True  # a model that cannot open shows its error
     for side, choice in zip(SIDES, (preset.a, preset.b), strict=True):
         # The model's own choice, resolved where every policy resolves it.
