@@ -413,6 +413,7 @@ def _style_axes(
     else:
         x_vals = [col_labels[i] for i in x_ticks.positions]
         y_vals = [row_labels[i] for i in y_ticks.positions]
+    axes = {}
     for panel in range(1, panels + 1):
         suffix = _axis_suffix(panel)
         x_axis = {
@@ -441,7 +442,11 @@ def _style_axes(
             x_axis["type"] = "category"
             y_axis["type"] = "category"
             y_axis["autorange"] = "reversed"
-        figure.update_layout({f"xaxis{suffix}": x_axis, f"yaxis{suffix}": y_axis})
+        axes[f"xaxis{suffix}"] = x_axis
+        axes[f"yaxis{suffix}"] = y_axis
+    # One update for every axis: plotly re-walks the whole layout on each update, so one call per
+    # panel costs the square of the panels.
+    figure.update_layout(axes)
 
 
 def _highlight(figure: go.Figure, row: int, panels: int) -> None:
