@@ -4,7 +4,9 @@ Streamlit tells the server nothing about the browser's size. A tiny component (i
 JavaScript, no iframe, no network) measures the main column and reports its width, in steps of
 20 px so that a scroll bar appearing does not rerun the page; it reports again when the window
 or the sidebar changes size. Until the first report (and in ``AppTest``, which runs no
-JavaScript) a typical laptop width is assumed.
+JavaScript) a typical laptop width is assumed, and a width equal to the one the page was drawn
+for is not reported: a page opened at that width is drawn once, not drawn again for the same
+width (every figure sent twice).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-# The main column of a 1400 px wide window with the sidebar open.
-DEFAULT_MAIN_WIDTH = 1040
+# The main column of a 1400 px wide window with the sidebar open (measured: Streamlit 1.67).
+DEFAULT_MAIN_WIDTH = 940
 STEP_PX = 20
 COLUMN_GAP_PX = 16  # st.columns(gap="small"), Streamlit's default: 1rem
 KEY = "_viewport"
@@ -22,8 +24,9 @@ WIDTH_KEY = "_viewport_width"
 
 _JS = f"""
 export default function(component) {{
-    const {{ setStateValue }} = component;
-    let last = null, timer = null;
+    const {{ data, setStateValue }} = component;
+    // The width the server drew this run for: the same width needs no report (and no rerun).
+    let last = data && data.drawn ? data.drawn : null, timer = null;
     const measure = () => {{
         const main = document.querySelector('[data-testid="stMainBlockContainer"]');
         if (main === null) return;
@@ -59,7 +62,7 @@ def measure() -> None:
     """Draw the measuring component (once per page run, in the sidebar, where its empty slot
     takes no room)."""
     with st.sidebar:
-        result = _probe(key=KEY, on_width_change=_remember, height=1)
+        result = _probe(key=KEY, data={"drawn": main_width()}, on_width_change=_remember, height=1)
     reported = getattr(result, "width", None)
     if reported:
         st.session_state[WIDTH_KEY] = int(reported)
