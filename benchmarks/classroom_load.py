@@ -214,16 +214,10 @@ async def drive(base_url: str, sessions: int) -> list[SessionReport]:
             await browser.close()
 
 
-@dataclass
-class LoadResult:
-    sessions: int
+class SessionResults:
+    """What every load run reports from its sessions' reports (``self.reports``)."""
+
     reports: list[SessionReport]
-    peak_rss_mb: float
-    baseline_rss_mb: float
-    after_rss_mb: float  # after the sessions closed and the server had ``settle_s`` to clean up
-    settle_s: float
-    seconds: float
-    server_cpu_s: float  # CPU time the server used while the sessions ran (both cores together)
 
     @property
     def errors(self) -> list[str]:
@@ -236,6 +230,18 @@ class LoadResult:
     def percentile(self, share: float) -> float:
         values = self.latencies
         return values[min(len(values) - 1, round(share * (len(values) - 1)))] if values else float("nan")
+
+
+@dataclass
+class LoadResult(SessionResults):
+    sessions: int
+    reports: list[SessionReport]
+    peak_rss_mb: float
+    baseline_rss_mb: float
+    after_rss_mb: float  # after the sessions closed and the server had ``settle_s`` to clean up
+    settle_s: float
+    seconds: float
+    server_cpu_s: float  # CPU time the server used while the sessions ran (both cores together)
 
     def table(self) -> str:
         rows = [

@@ -60,6 +60,7 @@ from classroom_load import (  # noqa: E402
     SHOWN_TOKENS_JS,
     MemorySampler,
     SessionReport,
+    SessionResults,
     drive,
     run_in_own_loop,
     text_for,
@@ -247,7 +248,7 @@ def cpu_seconds(process: psutil.Process) -> float:
 
 
 @dataclass
-class ReplicaLoad:
+class ReplicaLoad(SessionResults):
     replicas: int
     sessions: int
     reports: list[SessionReport]
@@ -259,10 +260,6 @@ class ReplicaLoad:
     warmed: bool  # the model was loaded on every replica before the sessions
 
     @property
-    def errors(self) -> list[str]:
-        return [f"session {r.index}: {e}" for r in self.reports for e in r.errors]
-
-    @property
     def served(self) -> dict[str, int]:
         """Sessions per replica, by the SERVERID cookie each browser held at the end."""
         counts = dict.fromkeys(self.idle_rss_mb, 0)
@@ -270,14 +267,6 @@ class ReplicaLoad:
             name = report.cookies.get(COOKIE, "none")
             counts[name] = counts.get(name, 0) + 1
         return counts
-
-    @property
-    def latencies(self) -> list[float]:
-        return sorted(latency for report in self.reports for latency in report.latencies)
-
-    def percentile(self, share: float) -> float:
-        values = self.latencies
-        return values[min(len(values) - 1, round(share * (len(values) - 1)))] if values else float("nan")
 
 
 async def _warm(urls: list[str]) -> None:
