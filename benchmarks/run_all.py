@@ -1,8 +1,9 @@
 """Run every benchmark in one go on this machine, and describe the machine in README.md.
 
 Runs, each as its own process and in this order: capture_cost.py, figure_payload.py,
-toggle_latency.py, cold_start.py, classroom_load.py (30 sessions) and replicas.py (30 sessions
-through HAProxy to 2 replicas, then one replica killed; needs Debian's haproxy). Each prints its
+toggle_latency.py, cold_start.py, classroom_load.py (30 sessions), replicas.py (30 sessions
+through HAProxy to 2 replicas, then one replica killed; needs Debian's haproxy) and
+peer_bertviz.py (bertviz's head_view beside the Model explorer, in its own environment). Each prints its
 table and rewrites its README section (replicas.py writes benchmarks/out/replicas.md, and README
 only where it has the markers); this script fills the ``bench:machine`` section with the CPU, cores,
 memory, library versions and the date.
@@ -33,7 +34,15 @@ from benchmarks.common import describe_machine, publish
 
 BENCHMARKS = Path(__file__).resolve().parent
 REPO_ROOT = BENCHMARKS.parent
-SCRIPTS = ("capture_cost", "figure_payload", "toggle_latency", "cold_start", "classroom_load", "replicas")
+SCRIPTS = (
+    "capture_cost",
+    "figure_payload",
+    "toggle_latency",
+    "cold_start",
+    "classroom_load",
+    "replicas",
+    "peer_bertviz",
+)
 ARGUMENTS = {"classroom_load": ["--sessions", "30", "--readme"]}
 SECTION = "machine"
 LOAD_POLL_S = 10
