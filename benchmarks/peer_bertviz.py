@@ -703,7 +703,11 @@ def report(cases: list[Case], args: argparse.Namespace, machine: dict, peer: dic
                 f"Chromium's JavaScript engine, holds at most {V8_MAX_STRING / MB:.0f} M characters in "
                 "a string"
             )
-        lines.append(f"- bertviz, {LABELS[case.model]}, N = {case.length}: {detail}; longer N not tried.")
+        longer = any(other.model == case.model and other.length > case.length for other in cases)
+        lines.append(
+            f"- bertviz, {LABELS[case.model]}, N = {case.length}: {detail}"
+            + ("; longer N not tried." if longer else ".")
+        )
     lines += [
         f"- bertviz {peer.get('bertviz', '?')} in its own virtual environment (torch "
         f"{peer.get('torch', '?')}, transformers {peer.get('transformers', '?')}, the same pins as "
