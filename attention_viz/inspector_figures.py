@@ -12,13 +12,15 @@ translated (``_``) where a figure is drawn, in the run's language.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from attention_viz.figures import HIGHLIGHT_COLOUR, MASKED_COLOUR, FigureStyle, escape_label
+from attention_viz.figures import HIGHLIGHT_COLOUR, MASKED_COLOUR, FigureStyle, escape_label, merge_layout
 from attention_viz.geometry import ticks_for
 from attention_viz.i18n import N_, _
 from attention_viz.inspector import CellInspection
@@ -94,22 +96,73 @@ def _significant(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _layout(figure: go.Figure, style: FigureStyle, width_px: float | None, height: float) -> None:
-    figure.update_layout(
-        width=None if width_px is None else round(width_px),
-        height=round(height),
-        margin={"l": 10, "r": 10, "t": 10 + (style.font_size + 2) * 2, "b": 10},
-        font={"size": style.font_size},
-        plot_bgcolor="white",
-        showlegend=False,
-        bargap=0.15,
-        hoverlabel={"font_size": style.font_size},
+def _layout(style: FigureStyle, width_px: float | None, height: float) -> dict:
+    """The size, margins and fonts every inspector figure shares."""
+    return {
+        "width": None if width_px is None else round(width_px),
+        "height": round(height),
+        "margin": {"l": 10, "r": 10, "t": 10 + (style.font_size + 2) * 2, "b": 10},
+        "font": {"size": style.font_size},
+        "plot_bgcolor": "white",
+        "showlegend": False,
+        "bargap": 0.15,
+        "hoverlabel": {"font": {"size": style.font_size}},
+    }
+
+
+def _x_axis(style: FigureStyle) -> dict:
+    return {"tickfont": {"size": style.tick_size}, "showgrid": False, "zeroline": False}
+
+
+def _y_axis(style: FigureStyle) -> dict:
+    return {
+        "tickfont": {"size": style.tick_size},
+        "gridcolor": "#eeeeee",
+        "zeroline": True,
+        "zerolinecolor": "#888888",
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _stacked_skeleton(rows: int, vertical_spacing: float) -> str:
+    """``make_subplots``' layout of ``rows`` panels in one column sharing the x-axis, each titled
+    (the titles are placeholders), as JSON: made once, copied for every figure."""
+    figure = make_subplots(
+        rows=rows,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=vertical_spacing,
+        subplot_titles=[str(row) for row in range(rows)],
     )
-    figure.update_annotations(font_size=style.font_size + 1)
-    figure.update_xaxes(tickfont_size=style.tick_size, showgrid=False, zeroline=False)
-    figure.update_yaxes(
-        tickfont_size=style.tick_size, gridcolor="#eeeeee", zeroline=True, zerolinecolor="#888888"
-    )
+    return json.dumps(figure.layout.to_plotly_json())
+
+
+def _stacked(
+    panels: list[list[go.BaseTraceType]],
+    titles: list[str],
+    vertical_spacing: float,
+    style: FigureStyle,
+    layout: dict,
+) -> go.Figure:
+    """``panels`` (the traces of each row) stacked in one column sharing the x-axis, with
+    ``titles`` above them, styled and then ``layout`` merged in, built in one validated step
+    (plotly re-walks the whole layout on every update call)."""
+    skeleton = json.loads(_stacked_skeleton(len(panels), vertical_spacing))
+    for note, title in zip(skeleton["annotations"], titles, strict=True):
+        note["text"] = title
+        note["font"] = {"size": style.font_size + 1}
+    traces = []
+    for row, panel in enumerate(panels):
+        suffix = "" if row == 0 else str(row + 1)
+        merge_layout(skeleton[f"xaxis{suffix}"], _x_axis(style))
+        merge_layout(skeleton[f"yaxis{suffix}"], _y_axis(style))
+        for trace in panel:
+            trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
+            traces.append(trace)
+    notes = layout.pop("annotations", [])
+    merge_layout(skeleton, layout)
+    skeleton["annotations"] += notes
+    return go.Figure(data=traces, layout=skeleton)
 
 
 def vector_figure(
@@ -125,37 +178,30 @@ def vector_figure(
     dims = np.arange(cell.q.shape[0])
     product = cell.product.numpy()
     key_title = _(K_TITLE_GROUPED if cell.grouped else K_TITLE)
-    figure = make_subplots(
-        rows=3,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.12,
-        subplot_titles=[
+    q_bars = go.Bar(x=dims, y=cell.q.double().numpy(), marker_color=Q_COLOUR, hovertemplate=_(Q_HOVER))
+    k_bars = go.Bar(x=dims, y=cell.k.double().numpy(), marker_color=K_COLOUR, hovertemplate=_(K_HOVER))
+    product_bars = go.Bar(
+        x=dims,
+        y=product,
+        marker_color=np.where(product >= 0, POSITIVE_COLOUR, NEGATIVE_COLOUR).tolist(),
+        hovertemplate=_(PRODUCT_HOVER),
+    )
+    presentation = style.font_size >= 18
+    height = (3 * 150 if presentation else 3 * 115) + 4 * (style.font_size + 2) * 2
+    return _stacked(
+        [[q_bars], [k_bars], [product_bars]],
+        [
             _(Q_TITLE).format(query=cell.query, token=escape_label(cell.query_token)),
             key_title.format(key=cell.key, token=escape_label(cell.key_token), kv_head=cell.kv_head),
             _(PRODUCT_TITLE).format(query=cell.query, key=cell.key, dot=_number(cell.dot)),
         ],
+        0.12,
+        style,
+        {
+            **_layout(style, width_px, height),
+            "xaxis3": {"title": {"text": _(DIMENSION_AXIS), "font": {"size": style.tick_size + 1}}},
+        },
     )
-    figure.add_trace(
-        go.Bar(x=dims, y=cell.q.double().numpy(), marker_color=Q_COLOUR, hovertemplate=_(Q_HOVER)), 1, 1
-    )
-    figure.add_trace(
-        go.Bar(x=dims, y=cell.k.double().numpy(), marker_color=K_COLOUR, hovertemplate=_(K_HOVER)), 2, 1
-    )
-    figure.add_trace(
-        go.Bar(
-            x=dims,
-            y=product,
-            marker_color=np.where(product >= 0, POSITIVE_COLOUR, NEGATIVE_COLOUR).tolist(),
-            hovertemplate=_(PRODUCT_HOVER),
-        ),
-        3,
-        1,
-    )
-    presentation = style.font_size >= 18
-    _layout(figure, style, width_px, (3 * 150 if presentation else 3 * 115) + 4 * (style.font_size + 2) * 2)
-    figure.update_xaxes(title_text=_(DIMENSION_AXIS), title_font_size=style.tick_size + 1, row=3, col=1)
-    return figure
 
 
 def _key_ticks(cell: CellInspection, width_px: float | None, style: FigureStyle) -> tuple[dict, float]:
@@ -188,29 +234,17 @@ def softmax_figure(
     scores = cell.row_scores.double().numpy()
     weights = cell.row_weights.double().numpy()
     colours = np.where(keys == cell.key, HIGHLIGHT_COLOUR, BAR_COLOUR)
-    figure = make_subplots(
-        rows=2,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.16,
-        subplot_titles=[
-            _(SCORES_TITLE).format(query=cell.query),
-            _(WEIGHTS_TITLE).format(total=f"{float(weights.sum()):.2f}"),
-        ],
-    )
-    figure.add_trace(
+    score_traces: list[go.BaseTraceType] = [
         go.Bar(
             x=keys[allowed],
             y=scores[allowed],
             customdata=np.array(names, dtype=object)[allowed],
             marker_color=colours[allowed].tolist(),
             hovertemplate=_(SCORE_HOVER),
-        ),
-        1,
-        1,
-    )
+        )
+    ]
     if (~allowed).any():
-        figure.add_trace(
+        score_traces.append(
             go.Scatter(
                 x=keys[~allowed],
                 y=np.zeros(int((~allowed).sum())),
@@ -228,44 +262,52 @@ def softmax_figure(
                     },
                 },
                 hovertemplate=_(MASKED_HOVER),
-            ),
-            1,
-            1,
+            )
         )
-    figure.add_trace(
-        go.Bar(
-            x=keys,
-            y=weights,
-            customdata=names,
-            marker_color=np.where(allowed, colours, MASKED_COLOUR).tolist(),
-            hovertemplate=_(WEIGHT_HOVER),
-        ),
-        2,
-        1,
+    weight_bars = go.Bar(
+        x=keys,
+        y=weights,
+        customdata=names,
+        marker_color=np.where(allowed, colours, MASKED_COLOUR).tolist(),
+        hovertemplate=_(WEIGHT_HOVER),
     )
     presentation = style.font_size >= 18
     ticks, below = _key_ticks(cell, width_px, style)
     below += (style.tick_size + 1) * 1.8 + 10  # the axis title
     panels = 2 * 190 if presentation else 2 * 150
-    _layout(figure, style, width_px, panels + 2 * (style.font_size + 2) * 2 + below)
-    figure.update_layout(margin={"b": round(below)})
-    figure.update_xaxes(range=[-0.5, len(keys) - 0.5], **ticks)
-    figure.update_xaxes(title_text=_(KEY_AXIS), title_font_size=style.tick_size + 1, row=2, col=1)
-    figure.update_yaxes(range=[0, 1.15], row=2, col=1)
-    figure.add_annotation(
-        x=cell.key,
-        y=cell.weight,
-        text=_(CHOSEN_WEIGHT).format(weight=_number(cell.weight)),
-        showarrow=True,
-        arrowhead=2,
-        arrowcolor=HIGHLIGHT_COLOUR,
-        ax=0,
-        ay=-(style.font_size * 2),
-        font={"color": HIGHLIGHT_COLOUR, "size": style.font_size},
-        row=2,
-        col=1,
+    layout = _layout(style, width_px, panels + 2 * (style.font_size + 2) * 2 + below)
+    layout["margin"]["b"] = round(below)
+    key_axis = {"range": [-0.5, len(keys) - 0.5], **ticks}
+    return _stacked(
+        [score_traces, [weight_bars]],
+        [
+            _(SCORES_TITLE).format(query=cell.query),
+            _(WEIGHTS_TITLE).format(total=f"{float(weights.sum()):.2f}"),
+        ],
+        0.16,
+        style,
+        {
+            **layout,
+            "xaxis": key_axis,
+            "xaxis2": {**key_axis, "title": {"text": _(KEY_AXIS), "font": {"size": style.tick_size + 1}}},
+            "yaxis2": {"range": [0, 1.15]},
+            "annotations": [
+                {
+                    "x": cell.key,
+                    "y": cell.weight,
+                    "xref": "x2",
+                    "yref": "y2",
+                    "text": _(CHOSEN_WEIGHT).format(weight=_number(cell.weight)),
+                    "showarrow": True,
+                    "arrowhead": 2,
+                    "arrowcolor": HIGHLIGHT_COLOUR,
+                    "ax": 0,
+                    "ay": -(style.font_size * 2),
+                    "font": {"color": HIGHLIGHT_COLOUR, "size": style.font_size},
+                }
+            ],
+        },
     )
-    return figure
 
 
 def output_figure(
@@ -278,35 +320,46 @@ def output_figure(
     if cell.output is None or cell.contributions is None:
         raise ValueError("This inspection has no values: only the Playground keeps V.")
     dims = np.arange(cell.output.shape[0])
-    figure = go.Figure(
-        [
-            go.Bar(
-                x=dims,
-                y=cell.output.double().numpy(),
-                name=_(OUTPUT_NAME).format(query=cell.query),
-                marker_color=BAR_COLOUR,
-                hovertemplate=_(OUTPUT_HOVER),
-            ),
-            go.Bar(
-                x=dims,
-                y=cell.contributions[cell.key].numpy(),
-                name=_(SHARE_NAME).format(query=cell.query, key=cell.key),
-                marker_color=HIGHLIGHT_COLOUR,
-                hovertemplate=_(OUTPUT_HOVER),
-            ),
-        ]
-    )
+    bars = [
+        go.Bar(
+            x=dims,
+            y=cell.output.double().numpy(),
+            name=_(OUTPUT_NAME).format(query=cell.query),
+            marker_color=BAR_COLOUR,
+            hovertemplate=_(OUTPUT_HOVER),
+        ),
+        go.Bar(
+            x=dims,
+            y=cell.contributions[cell.key].numpy(),
+            name=_(SHARE_NAME).format(query=cell.query, key=cell.key),
+            marker_color=HIGHLIGHT_COLOUR,
+            hovertemplate=_(OUTPUT_HOVER),
+        ),
+    ]
     presentation = style.font_size >= 18
-    _layout(figure, style, width_px, 300 if presentation else 240)
-    figure.update_layout(
+    layout = _layout(style, width_px, 300 if presentation else 240)
+    layout["margin"]["t"] = 10 + (style.font_size + 2) * 4
+    x_axis = _x_axis(style)
+    x_axis["title"] = {"text": _(DIMENSION_AXIS), "font": {"size": style.tick_size + 1}}
+    layout.update(
         showlegend=True,
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "font_size": style.font_size},
+        legend={
+            "orientation": "h",
+            "y": 1.02,
+            "yanchor": "bottom",
+            "x": 0,
+            "font": {"size": style.font_size},
+        },
         barmode="group",
-        title={"text": _(OUTPUT_TITLE).format(query=cell.query), "font_size": style.font_size + 1, "y": 0.98},
-        margin={"t": 10 + (style.font_size + 2) * 4},
+        title={
+            "text": _(OUTPUT_TITLE).format(query=cell.query),
+            "font": {"size": style.font_size + 1},
+            "y": 0.98,
+        },
+        xaxis=x_axis,
+        yaxis=_y_axis(style),
     )
-    figure.update_xaxes(title_text=_(DIMENSION_AXIS), title_font_size=style.tick_size + 1)
-    return figure
+    return go.Figure(data=bars, layout=layout)
 
 
 def chain_latex(cell: CellInspection) -> str:

@@ -26,7 +26,6 @@ from attention_viz.figures import (
 )
 from attention_viz.i18n import N_, _, get_language
 from attention_viz.inspector import inspect_capture
-from attention_viz.rollout import attention_rollout
 from attention_viz.scales import SCALES
 from ui import cache, downloads, inspector
 from ui.chrome import cut_notes, display_settings, run_or_stop, show_table
@@ -294,12 +293,11 @@ with rollout_col:
         help=_("Captures every layer: fast for short texts, heavier for long ones."),
     )
     if rollout_on:
-        everything = run_or_stop(
-            partial(cache.capture, model_name, texts, tuple(range(loaded.num_layers)), policy),
+        rollout = run_or_stop(
+            partial(cache.rollout, model_name, texts, policy),
             _("Capturing every layer…"),
             can_choose_layers=False,
         )
-        rollout = attention_rollout([everything.layers[i].weights for i in range(loaded.num_layers)])
         st.plotly_chart(
             heatmap(
                 rollout[item],

@@ -167,3 +167,86 @@ def test_mask_figure_hover_says_what_each_cell_means():
 def test_presentation_style_is_larger():
     assert FigureStyle().presentation().font_size > FigureStyle().font_size
     assert math.isclose(FigureStyle().tick_size, FigureStyle().font_size - 1)
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "horizontal", "vertical", "heads"),
+    [(4, 3, 0.05, 0.08, 12), (3, 3, 0.11, 0.07, 9), (1, 4, 0.02, 0.3, 4), (3, 5, 0.04, 0.06, 12)],
+)
+def test_grid_panels_sit_where_make_subplots_puts_them(rows, columns, horizontal, vertical, heads):
+    """The head grid lays its panels out itself (one validated step instead of make_subplots and
+    an update per axis): the domains, anchors and panel titles are make_subplots' own."""
+    from plotly.subplots import make_subplots
+
+    from attention_viz.figures import _grid_layout
+
+    titles = [f"head {h}" for h in range(heads)]
+    ours = _grid_layout(rows, columns, horizontal, vertical, titles, 14)
+    theirs = make_subplots(
+        rows=rows,
+        cols=columns,
+        subplot_titles=titles,
+        horizontal_spacing=horizontal,
+        vertical_spacing=vertical,
+    ).layout
+    for panel in range(1, rows * columns + 1):
+        suffix = "" if panel == 1 else str(panel)
+        for axis, other in (("xaxis", "y"), ("yaxis", "x")):
+            expected = theirs[f"{axis}{suffix}"]
+            assert ours[f"{axis}{suffix}"]["anchor"] == f"{other}{suffix}" == expected.anchor
+            assert ours[f"{axis}{suffix}"]["domain"] == pytest.approx(list(expected.domain), abs=1e-12)
+    assert [note["text"] for note in ours["annotations"]] == [note.text for note in theirs.annotations]
+    for note, expected in zip(ours["annotations"], theirs.annotations, strict=True):
+        assert (note["x"], note["y"]) == pytest.approx((expected.x, expected.y), abs=1e-12)
+        assert (note["xanchor"], note["yanchor"]) == (expected.xanchor, expected.yanchor)
+
+
+def test_images_use_the_colour_scale_and_grey_for_masked_cells():
+    """A long matrix is drawn as a PNG: each cell's pixel is the colour scale's colour at its
+    value (to within one step of the image's levels), masked cells the masked grey."""
+    import base64
+    import io
+
+    from PIL import Image
+    from plotly.colors import get_colorscale, sample_colorscale
+
+    from attention_viz.figures import IMAGE_LEVELS, MASKED_RGB, _png_data_uri
+    from attention_viz.scales import ValueRange
+
+    values = np.linspace(0.0, 1.0, 40 * 40).reshape(40, 40)
+    allowed = np.tril(np.ones((40, 40), dtype=bool))
+    uri = _png_data_uri(values, allowed, ValueRange(0.0, 1.0, "Viridis", "weight"))
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+    assert pixels.shape == (40, 40, 3)
+    assert (pixels[~allowed] == MASKED_RGB).all()
+    step = 1 / (IMAGE_LEVELS - 1)
+    for value, pixel in zip(values[allowed][::97], pixels[allowed][::97], strict=True):
+        level = round(value / step) * step  # the nearest of the image's levels
+        expected = np.asarray(sample_colorscale(get_colorscale("Viridis"), [level], colortype="tuple")[0])
+        assert np.abs(pixel - expected * 255).max() <= 1, (value, pixel, expected * 255)
+
+
+@pytest.mark.parametrize(("shape", "max_side"), [((64, 64), 16), ((97, 130), 40), ((2050, 1030), 512)])
+def test_downsampling_keeps_each_blocks_maximum_and_masks_only_fully_masked_blocks(shape, max_side):
+    """Against a slow loop over the blocks: a pooled cell is its block's largest value (blank
+    cells never win; a wholly blank block stays blank), masked only if its whole block is."""
+    from attention_viz.figures import downsample
+
+    rng = np.random.default_rng(1)
+    values = rng.standard_normal(shape)
+    values[rng.random(shape) < 0.3] = np.nan
+    values[:9] = np.nan  # whole blank blocks
+    allowed = rng.random(shape) < 0.4
+    allowed[:, :11] = False  # whole masked blocks
+    pooled, pooled_allowed, factor = downsample(values, allowed, max_side)
+    assert factor == math.ceil(max(shape) / max_side)
+    assert (
+        pooled.shape == pooled_allowed.shape == (math.ceil(shape[0] / factor), math.ceil(shape[1] / factor))
+    )
+    for row in range(0, pooled.shape[0], 7):
+        for col in range(0, pooled.shape[1], 5):
+            block = values[row * factor : (row + 1) * factor, col * factor : (col + 1) * factor]
+            expected = np.nan if np.isnan(block).all() else np.nanmax(block)
+            np.testing.assert_equal(pooled[row, col], expected)
+            mask_block = allowed[row * factor : (row + 1) * factor, col * factor : (col + 1) * factor]
+            assert pooled_allowed[row, col] == mask_block.any()

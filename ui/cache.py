@@ -10,7 +10,10 @@ the English words another session cached. Results that hold only numbers and tok
 
 from __future__ import annotations
 
+import gc
+
 import streamlit as st
+import torch
 
 from attention_viz.capture import Capture, effect_of
 from attention_viz.capture import capture as run_capture
@@ -24,6 +27,7 @@ from attention_viz.models import ModelInfo, ModelRefused, model_info
 from attention_viz.packing import PackingCheck, packing_check
 from attention_viz.playground import PlaygroundResult, run_playground
 from attention_viz.policy import MaskPolicy
+from attention_viz.rollout import attention_rollout
 from attention_viz.stats import head_statistics
 
 # A Playground result is at most about 4 MB (8 sentences, 8 heads, 64 tokens, four stages), so
@@ -46,8 +50,19 @@ def playground(
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def model(name: str) -> LoadedModel:
-    """One shared instance per model for every session of this server."""
-    return load_model(name)
+    """One shared instance per model for every session of this server.
+
+    Streamlit collects garbage after every script run (``runner.postScriptGC``); a full collection
+    walks every object torch, transformers, plotly and the models made, about 0.25–0.5 s of CPU
+    per run. So once a model is loaded, everything alive is frozen out of the collector's walk
+    (``gc.freeze``) and each run's collection sees only what the runs made. Loading another model
+    unfreezes first, so a model the cache evicted is collected.
+    """
+    gc.unfreeze()
+    loaded = load_model(name)
+    gc.collect()
+    gc.freeze()
+    return loaded
 
 
 def model_summary(name: str) -> tuple[ModelInfo | None, str | None, str | None]:
@@ -73,6 +88,15 @@ def capture(model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], po
     """Cached :func:`attention_viz.capture.capture` on the shared model."""
     # The output effect is measured separately (effect below), so the heatmaps never wait for it.
     return run_capture(model(model_name), list(texts), layers=list(layers), policy=policy, effect=False)
+
+
+@st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def rollout(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> torch.Tensor:
+    """Attention rollout through every layer, ``(B, T, T)``, from the cached capture of every layer
+    (kept apart, so moving the Layer slider does not copy every layer's capture out of the cache)."""
+    layers = tuple(range(model(model_name).num_layers))
+    everything = capture(model_name, texts, layers, policy)
+    return attention_rollout([everything.layer(layer).weights for layer in layers])
 
 
 def effect(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> OutputEffect:
