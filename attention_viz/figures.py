@@ -26,10 +26,12 @@ Rows are queries (top to bottom), columns are keys (left to right), zero-based e
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import html
 import io
 import math
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -143,6 +145,9 @@ def _to_numpy(matrix: torch.Tensor) -> np.ndarray:
     return matrix.detach().to(torch.float64).cpu().numpy()
 
 
+# Validate every figure's properties as it is built (see figure_of): on in the tests.
+VALIDATE_FIGURES = os.environ.get("ATTNVIZ_VALIDATE_FIGURES") == "1"
+
 # An image's colours: this many steps of the colour scale, and one more palette entry for masked
 # cells, so the PNG stores one byte per cell (a palette image: a third of the bytes of RGB to
 # compress, several times faster at 2048 tokens).
@@ -193,6 +198,8 @@ def _colorbar(value_range: ValueRange, font_size: int) -> dict:
         "ypad": 6,
         "yanchor": "bottom",
         "tickfont": {"size": font_size - 1},
+        "outlinewidth": 0,
+        "ticks": "",
     }
 
 
@@ -245,7 +252,7 @@ def _hover_traces(
     row_name: str,
     col_name: str,
     annotate: bool,
-) -> list[go.Heatmap]:
+) -> list[dict]:
     """The traces of one panel on the hover path; every cell is in exactly one of them."""
     values = panel.values
     revealed = ~np.isnan(values)
@@ -260,7 +267,7 @@ def _hover_traces(
     text_format = _value_format(value_range)
     common = {"x": col_labels, "y": row_labels, "hoverongaps": False, "xgap": 0, "ygap": 0}
 
-    def value_trace(cells: np.ndarray, name: str, note: str, scale: bool) -> go.Heatmap:
+    def value_trace(cells: np.ndarray, name: str, note: str, scale: bool) -> dict:
         extra = {}
         if value_range.transformed:
             extra["customdata"] = _where(cells, values)
@@ -271,11 +278,12 @@ def _hover_traces(
             ]
             extra["texttemplate"] = "%{text}"
             extra["textfont"] = {"size": _cell_text_px(font_size)}
-        return go.Heatmap(
+        return trace(
+            "heatmap",
             z=_where(cells, shown),
             zmin=value_range.zmin,
             zmax=value_range.zmax,
-            colorscale=value_range.colorscale,
+            colorscale=colour_list(value_range.colorscale),
             showscale=scale,
             colorbar=_colorbar(value_range, font_size),
             hovertemplate=f"{where}{value_label} {value_ref}{note}<extra></extra>",
@@ -284,8 +292,9 @@ def _hover_traces(
             **extra,
         )
 
-    def grey_trace(cells: np.ndarray, name: str, note: str) -> go.Heatmap:
-        return go.Heatmap(
+    def grey_trace(cells: np.ndarray, name: str, note: str) -> dict:
+        return trace(
+            "heatmap",
             z=_where(cells, np.ones(values.shape)),
             zmin=0,
             zmax=1,
@@ -341,16 +350,17 @@ def downsample(
     return pooled, pooled_allowed, factor
 
 
-def _colorbar_trace(value_range: ValueRange, font_size: int) -> go.Scatter:
+def _colorbar_trace(value_range: ValueRange, font_size: int) -> dict:
     """An invisible trace that only draws the colour bar (images have none of their own)."""
-    return go.Scatter(
+    return trace(
+        "scatter",
         x=[None],
         y=[None],
         mode="markers",
         hoverinfo="skip",
         showlegend=False,
         marker={
-            "colorscale": value_range.colorscale,
+            "colorscale": colour_list(value_range.colorscale),
             "cmin": value_range.zmin,
             "cmax": value_range.zmax,
             "color": [value_range.zmin],
@@ -368,7 +378,7 @@ def _image_traces(
     row_name: str,
     col_name: str,
     font_size: int,
-) -> list[go.BaseTraceType]:
+) -> list[dict]:
     """A large matrix as one PNG image, in token coordinates, optionally max-pooled."""
     values, allowed, factor = scaled(panel.values, value_range), panel.allowed, 1
     if max_side is not None:
@@ -381,8 +391,9 @@ def _image_traces(
         where = f"{near.format(noun=rows)} %{{y:.0f}}<br>{near.format(noun=cols)} %{{x:.0f}}<br>" + _(
             "(max of {factor}×{factor})"
         ).format(factor=factor)
-    traces: list[go.BaseTraceType] = [
-        go.Image(
+    traces: list[dict] = [
+        trace(
+            "image",
             source=_png_data_uri(values, allowed, value_range),
             x0=offset,
             y0=offset,
@@ -528,6 +539,87 @@ def _default_width(tokens: int, style: FigureStyle, panels_across: int = 1) -> f
     return min(1400, max(360, panels_across * style.cell_px * tokens + 200))
 
 
+def colour_list(colorscale: str | list) -> list:
+    """A colour scale as the ``[[position, colour], …]`` list plotly's validation would write
+    (plotly.js knows few scales by name); a list is returned as it is."""
+    return [list(step) for step in _named_scale(colorscale)] if isinstance(colorscale, str) else colorscale
+
+
+@functools.lru_cache(maxsize=32)
+def _named_scale(name: str) -> tuple:
+    return tuple(tuple(step) for step in get_colorscale(name))
+
+
+def trace(kind: str, **properties: object) -> dict:
+    """A trace of type ``kind`` as a plain dict, nested properties as nested dicts (no plotly
+    magic underscores): plotly validates it when the figure is built, if at all (:func:`figure_of`)."""
+    return {"type": kind, **properties}
+
+
+# The look of the app's figures, written into each figure (Streamlit's light chart theme, so they
+# match the pages' other charts): a figure that carries its own look and no plotly template can
+# be drawn with theme=None, and then Streamlit's second render of every new chart (it copies the
+# figure after mounting it) costs plotly a few milliseconds instead of a whole redraw.
+FONT_FAMILY = '"Source Sans", sans-serif'
+TEXT_COLOUR = "#808495"
+TITLE_COLOUR = "#2F2D2B"
+LINE_COLOUR = "#e6eaf1"
+LOOK = {
+    "font": {"family": FONT_FAMILY, "color": TEXT_COLOUR},
+    "title": {
+        "font": {"family": FONT_FAMILY, "color": TITLE_COLOUR},
+        "xanchor": "left",
+        "x": 0,
+        "pad": {"l": 4},
+    },
+    "paper_bgcolor": "#FFFFFF",
+    "plot_bgcolor": "#FFFFFF",
+    "hovermode": "closest",
+    "hoverlabel": {
+        "bgcolor": "#FFFFFF",
+        "bordercolor": "#DCD8D4",
+        "align": "left",
+        "font": {"family": FONT_FAMILY, "color": TEXT_COLOUR, "size": 12},
+    },
+    "margin": {"pad": 8},
+}
+AXIS_LOOK = {
+    "x": {"showgrid": False, "zeroline": False},
+    "y": {"ticklabelposition": "outside", "title": {"standoff": 24}},
+}
+_EVERY_AXIS = {
+    "gridcolor": LINE_COLOUR,
+    "zerolinecolor": LINE_COLOUR,
+    "tickcolor": LINE_COLOUR,
+    "tickfont": {"color": TEXT_COLOUR},
+    "title": {"font": {"color": TEXT_COLOUR}, "standoff": 20},
+    "automargin": True,
+}
+
+
+def figure_of(data: list, layout: dict) -> go.Figure:
+    """A figure of ``data`` (traces, as dicts or plotly objects) and a finished ``layout``, built
+    in one step, with the app's look and no plotly template (draw it with ``theme=None``).
+
+    Plotly's validation of every property costs about as much as building the figure again, and
+    all it catches is a misspelt or ill-typed property: the tests run with it
+    (``ATTNVIZ_VALIDATE_FIGURES=1``, set in tests/conftest.py) on every figure they draw, the app
+    without it. Colour scales are therefore written out as lists (plotly.js knows few by name).
+    """
+    styled = merge_layout(copy.deepcopy(LOOK), layout)
+    axes = [key for key in styled if key[:5] in ("xaxis", "yaxis")] or ["xaxis", "yaxis"]
+    for key in axes:
+        look = merge_layout(copy.deepcopy(_EVERY_AXIS), copy.deepcopy(AXIS_LOOK[key[0]]))
+        styled[key] = merge_layout(look, styled.get(key, {}))
+    title = styled.get("title", {})
+    if title.get("text"):
+        title["text"] = f"<b>{title['text']}</b>"  # as Streamlit's theme writes chart titles
+    figure = go.Figure(data=data, layout=styled, _validate=VALIDATE_FIGURES)
+    figure.layout.template = None
+    figure.layout._props.pop("template", None)  # absent, not null: plotly.js redraws fully for either
+    return figure
+
+
 def merge_layout(into: dict, update: dict) -> dict:
     """Merge ``update`` into ``into`` recursively (nested dicts merge, anything else replaces)."""
     for key, value in update.items():
@@ -589,7 +681,7 @@ def _assembled(
         layout["annotations"] = [*layout.get("annotations", []), *annotations]
     if shapes:
         layout["shapes"] = [*layout.get("shapes", []), *shapes]
-    return go.Figure(data=traces, layout=layout)
+    return figure_of(traces, layout)
 
 
 def head_grid(

@@ -20,7 +20,15 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from attention_viz.figures import HIGHLIGHT_COLOUR, MASKED_COLOUR, FigureStyle, escape_label, merge_layout
+from attention_viz.figures import (
+    HIGHLIGHT_COLOUR,
+    MASKED_COLOUR,
+    FigureStyle,
+    escape_label,
+    figure_of,
+    merge_layout,
+    trace,
+)
 from attention_viz.geometry import ticks_for
 from attention_viz.i18n import N_, _
 from attention_viz.inspector import CellInspection
@@ -64,6 +72,7 @@ POSITIVE_COLOUR = "#b2182b"  # red, as positive scores are drawn (RdBu_r)
 NEGATIVE_COLOUR = "#2166ac"  # blue, as negative scores are drawn
 BAR_COLOUR = "#3b528b"
 OUTPUT_TERMS = 8  # the output equation lists this many keys, then "+ …"
+BAR_OUTLINE = {"color": "#E5ECF6", "width": 0.5}  # as plotly's default template outlined bars
 
 
 def _number(value: float, digits: int = 4) -> str:
@@ -138,7 +147,7 @@ def _stacked_skeleton(rows: int, vertical_spacing: float) -> str:
 
 
 def _stacked(
-    panels: list[list[go.BaseTraceType]],
+    panels: list[list[dict]],
     titles: list[str],
     vertical_spacing: float,
     style: FigureStyle,
@@ -156,13 +165,11 @@ def _stacked(
         suffix = "" if row == 0 else str(row + 1)
         merge_layout(skeleton[f"xaxis{suffix}"], _x_axis(style))
         merge_layout(skeleton[f"yaxis{suffix}"], _y_axis(style))
-        for trace in panel:
-            trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
-            traces.append(trace)
+        traces += [{**bars, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}"} for bars in panel]
     notes = layout.pop("annotations", [])
     merge_layout(skeleton, layout)
     skeleton["annotations"] += notes
-    return go.Figure(data=traces, layout=skeleton)
+    return figure_of(traces, skeleton)
 
 
 def vector_figure(
@@ -178,12 +185,28 @@ def vector_figure(
     dims = np.arange(cell.q.shape[0])
     product = cell.product.numpy()
     key_title = _(K_TITLE_GROUPED if cell.grouped else K_TITLE)
-    q_bars = go.Bar(x=dims, y=cell.q.double().numpy(), marker_color=Q_COLOUR, hovertemplate=_(Q_HOVER))
-    k_bars = go.Bar(x=dims, y=cell.k.double().numpy(), marker_color=K_COLOUR, hovertemplate=_(K_HOVER))
-    product_bars = go.Bar(
+    q_bars = trace(
+        "bar",
+        x=dims,
+        y=cell.q.double().numpy(),
+        marker={"color": Q_COLOUR, "line": BAR_OUTLINE},
+        hovertemplate=_(Q_HOVER),
+    )
+    k_bars = trace(
+        "bar",
+        x=dims,
+        y=cell.k.double().numpy(),
+        marker={"color": K_COLOUR, "line": BAR_OUTLINE},
+        hovertemplate=_(K_HOVER),
+    )
+    product_bars = trace(
+        "bar",
         x=dims,
         y=product,
-        marker_color=np.where(product >= 0, POSITIVE_COLOUR, NEGATIVE_COLOUR).tolist(),
+        marker={
+            "color": np.where(product >= 0, POSITIVE_COLOUR, NEGATIVE_COLOUR).tolist(),
+            "line": BAR_OUTLINE,
+        },
         hovertemplate=_(PRODUCT_HOVER),
     )
     presentation = style.font_size >= 18
@@ -234,18 +257,20 @@ def softmax_figure(
     scores = cell.row_scores.double().numpy()
     weights = cell.row_weights.double().numpy()
     colours = np.where(keys == cell.key, HIGHLIGHT_COLOUR, BAR_COLOUR)
-    score_traces: list[go.BaseTraceType] = [
-        go.Bar(
+    score_traces: list[dict] = [
+        trace(
+            "bar",
             x=keys[allowed],
             y=scores[allowed],
             customdata=np.array(names, dtype=object)[allowed],
-            marker_color=colours[allowed].tolist(),
+            marker={"color": colours[allowed].tolist(), "line": BAR_OUTLINE},
             hovertemplate=_(SCORE_HOVER),
         )
     ]
     if (~allowed).any():
         score_traces.append(
-            go.Scatter(
+            trace(
+                "scatter",
                 x=keys[~allowed],
                 y=np.zeros(int((~allowed).sum())),
                 customdata=np.array(names, dtype=object)[~allowed],
@@ -264,11 +289,12 @@ def softmax_figure(
                 hovertemplate=_(MASKED_HOVER),
             )
         )
-    weight_bars = go.Bar(
+    weight_bars = trace(
+        "bar",
         x=keys,
         y=weights,
         customdata=names,
-        marker_color=np.where(allowed, colours, MASKED_COLOUR).tolist(),
+        marker={"color": np.where(allowed, colours, MASKED_COLOUR).tolist(), "line": BAR_OUTLINE},
         hovertemplate=_(WEIGHT_HOVER),
     )
     presentation = style.font_size >= 18
@@ -321,18 +347,20 @@ def output_figure(
         raise ValueError("This inspection has no values: only the Playground keeps V.")
     dims = np.arange(cell.output.shape[0])
     bars = [
-        go.Bar(
+        trace(
+            "bar",
             x=dims,
             y=cell.output.double().numpy(),
             name=_(OUTPUT_NAME).format(query=cell.query),
-            marker_color=BAR_COLOUR,
+            marker={"color": BAR_COLOUR, "line": BAR_OUTLINE},
             hovertemplate=_(OUTPUT_HOVER),
         ),
-        go.Bar(
+        trace(
+            "bar",
             x=dims,
             y=cell.contributions[cell.key].numpy(),
             name=_(SHARE_NAME).format(query=cell.query, key=cell.key),
-            marker_color=HIGHLIGHT_COLOUR,
+            marker={"color": HIGHLIGHT_COLOUR, "line": BAR_OUTLINE},
             hovertemplate=_(OUTPUT_HOVER),
         ),
     ]
@@ -359,7 +387,7 @@ def output_figure(
         xaxis=x_axis,
         yaxis=_y_axis(style),
     )
-    return go.Figure(data=bars, layout=layout)
+    return figure_of(bars, layout)
 
 
 def chain_latex(cell: CellInspection) -> str:

@@ -2,19 +2,41 @@
 
 bertviz is the usual notebook tool for drawing attention. Both tools run here on the same model
 (all-MiniLM-L6-v2 and SmolLM2, the bundled ones), the same English text cut to N tokens (64, 128,
-256, 512), in headless Chromium (Debian's, 1400 × 900), median of ``--repeats`` runs:
+256, 512), in headless Chromium (Debian's, 1400 × 900), median of ``--repeats`` runs. Each run has
+its own texts (no cache helps) and measures, for each tool, what a user comparing the two on one
+laptop sees per text, and then the cold start once:
 
-* **bytes**: everything the browser received for the first view: every HTTP response (headers
-  and body as sent, from Playwright's ``request.sizes()``) plus, for ours, the websocket frames'
-  payloads, until the view is drawn (bertviz) or the first script run has finished (ours).
-* **first view**: bertviz = its Python side (the model's forward with ``output_attentions=True``,
-  then ``head_view(..., html_action="return")``) + the browser, from navigation start until the
-  SVG lines of layer 0 are painted. Ours = from navigation start until the explorer's grid of
-  all heads and its focused head are painted; the model's forward runs inside (each run has its
-  own text, so no cache helps).
-* **layer switch**: from the key press that moves to layer 1 (ArrowDown on bertviz's Layer
-  dropdown, ArrowRight on our Layer slider) until the new layer is painted. Ours runs the model
-  again for the new layer; bertviz already holds every layer in the page.
+* **new text** (the first view of a text, the tool already open): bertviz = what a notebook user
+  waits for after running the cell: its Python side (the model's forward with
+  ``output_attentions=True``, then ``head_view(..., html_action="return")``) + its page, opened
+  as a new page in one browser context per model, made at the model's warm-up and kept for its
+  runs (so require.js, d3 and jQuery come from the HTTP cache, as a notebook has them loaded),
+  from navigation start until the SVG lines of layer 0 are painted. Ours = one explorer tab per
+  model, opened at the warm-up and, before the runs of each N, navigated (untimed, same context,
+  so Streamlit's and plotly's JavaScript come from the HTTP cache) to a link with that N and a
+  warm-up text; per run the run's text is pasted into the text box (``locator.fill``, untimed)
+  and Ctrl+Enter pressed (a Streamlit text_area commits on Ctrl+Enter or blur): from that
+  keydown until the grid of all heads and the focused head are painted with new data. The
+  model's forward runs inside for both. Checked: bertviz drew heads × N² lines of layer 0; ours
+  says the text was cut to N, and its URL holds ``length=N`` and a text beginning with the
+  run's prefix (e.g. "Run 2.").
+* **layer switch**: in that same page or tab, from the key press that moves to layer 1
+  (ArrowDown on bertviz's Layer dropdown, ArrowRight on our Layer slider) until the new layer is
+  painted. Ours runs the model again for the new layer; bertviz already holds every layer in the
+  page. Ours then goes back to layer 0 (ArrowLeft, untimed), so every run switches 0 -> 1.
+* **opened in a new browser** (the cold start, secondary): each tool on another text of the run
+  in a brand-new browser context (empty HTTP cache), the whole page load. bertviz = Python side
+  + its page, from navigation start until layer 0 is painted; ours = from navigation start (a
+  link with model, text and N) until the grid and the focused head are painted. This includes,
+  for ours, fetching and booting Streamlit's JavaScript and plotly.js (about 8.6 MB, parsed and
+  run on the browser's main thread), which a user pays once per browser or tab, not per text:
+  Streamlit serves its static files with ``cache-control: public, immutable``, so later visits
+  take them from the cache. At small N this makes ours slower here than bertviz.
+* **bytes, new text**: bertviz: every HTTP response of its page (headers and body as sent, from
+  Playwright's ``request.sizes()``; its cached libraries add nothing); ours: the websocket
+  messages received from the Ctrl+Enter until the run finished (plus any HTTP response, normally
+  none). **bytes, new browser**: everything the cold page received, every HTTP response and, for
+  ours, the websocket messages until the first run finished: static files included.
 * **painted** is the same rule for both: the first animation frame that starts after the frame
   in which the new drawing was done (bertviz: its new ``<g id="attention">`` exists; ours:
   plotly's ``plotly_afterplot`` on both charts), so style, layout and paint are included.
@@ -28,12 +50,12 @@ installed first if missing and this runs as root), the CDN addresses are rewritt
 the page is served from a local HTTP server. Any request to another host fails the run.
 
 A bertviz case that fails (a blank page, a crash, a timeout) is not repeated, and larger N of
-the same model are not tried.
+the same model are not tried; ours is still measured at every N.
 
 Usage::
 
     make bench                                              # with the others, into README.md
-    .venv/bin/python benchmarks/peer_bertviz.py             # about 15 minutes
+    .venv/bin/python benchmarks/peer_bertviz.py             # roughly 25 minutes
     .venv/bin/python benchmarks/peer_bertviz.py --models minilm --sizes 64 --repeats 1 --no-publish
 """
 
@@ -43,6 +65,7 @@ import argparse
 import functools
 import hashlib
 import http.server
+import itertools
 import json
 import os
 import select
@@ -58,7 +81,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlparse
 
 if __package__ in (None, ""):  # run as `python benchmarks/peer_bertviz.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -326,16 +349,22 @@ def page_server(folder: Path) -> Iterator[str]:
 
 @dataclass
 class Sample:
-    """One tool's run at one N (seconds and bytes)."""
+    """One tool's run at one N (seconds and bytes): a new text, a layer switch, a new browser."""
 
-    bytes: int
-    first_s: float  # whole first view; bertviz: python_s + browser_s
+    bytes: int  # new text: what the browser received for it
+    first_s: float  # new text, until painted; bertviz: python_s + browser_s
     switch_s: float
-    python_s: float = 0.0  # bertviz: forward + head_view
+    cold_bytes: int = 0  # opened in a new browser: everything received, static files included
+    cold_s: float = 0.0  # opened in a new browser; bertviz: cold_python_s + cold_browser_s
+    python_s: float = 0.0  # bertviz, new text: forward + head_view
     forward_s: float = 0.0
-    browser_s: float = 0.0
+    browser_s: float = 0.0  # bertviz, new text: its page, libraries from the HTTP cache
+    cold_python_s: float = 0.0  # bertviz, new browser: forward + head_view (its own text)
+    cold_browser_s: float = 0.0  # bertviz, new browser: its page in a brand-new browser context
     websocket_bytes: int = 0  # ours: the part of ``bytes`` that came over the websocket
-    others: float | None = None  # cores kept busy by other processes meanwhile
+    cold_websocket_bytes: int = 0  # ours: the part of ``cold_bytes`` that came over the websocket
+    others: float | None = None  # cores kept busy by other processes during new text and switch
+    cold_others: float | None = None  # the same, while the page opened in a new browser
 
 
 @dataclass
@@ -355,10 +384,14 @@ class Case:
 
 LOCAL = ("http://127.0.0.1:", "ws://127.0.0.1:")
 IN_PAGE = ("blob:", "data:", "about:")  # made by the page itself: nothing crosses the network
+PAGE_NUMBERS = itertools.count(1)  # every bertviz page gets its own address: never a cached page
 
 
 def _received(requests: list) -> int:
-    """Bytes the browser received over the network for these finished requests: headers and body, as sent."""
+    """Bytes the browser received over the network for these finished requests: headers and body, as sent.
+
+    A response from the HTTP cache crossed no network: Chromium reports it with no body bytes.
+    """
     total = 0
     for request in requests:
         if request.url.startswith(IN_PAGE):
@@ -406,11 +439,31 @@ def wait_for_quiet(timeout_s: float, window_s: float = 0.25) -> float:
             return waited
 
 
+def bertviz_context(browser):
+    """A browser context for bertviz's pages, instrumented with PAGE_JS; its HTTP cache starts empty."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.add_init_script(PAGE_JS)
+    return context
+
+
 def bertviz_run(
-    browser, url: str, peer: Peer, pages: Path, folder: str, decoder: bool, text: str, case: Case
-):
-    """Generate bertviz's page in the peer worker, then time it in the browser; returns a Sample."""
-    page_file = pages / "head_view.html"
+    context,
+    url: str,
+    peer: Peer,
+    pages: Path,
+    folder: str,
+    decoder: bool,
+    text: str,
+    case: Case,
+    switch: bool = True,
+) -> dict:
+    """Generate bertviz's page in the peer worker (a notebook cell), open it as a new page of
+    ``context`` and time it until layer 0 is painted; with ``switch``, then move to layer 1.
+
+    Returns ``python_s``, ``forward_s``, ``browser_s``, ``first_s`` (python + browser), ``bytes``
+    (every HTTP response of the page), ``switch_s`` (None without ``switch``) and ``others``.
+    """
+    page_file = pages / f"head_view-{next(PAGE_NUMBERS)}.html"
     answer = peer.ask(
         {
             "folder": folder,
@@ -426,14 +479,13 @@ def bertviz_run(
     if answer["tokens"] != case.length:
         raise AssertionError(f"bertviz got {answer['tokens']} tokens, expected {case.length}")
     case.page_chars = answer["chars"]
-    context = browser.new_context(viewport=VIEWPORT)
-    context.add_init_script(PAGE_JS)
     requests: list = []
     errors: list[str] = []
-    context.on("requestfinished", lambda request: requests.append(request))
     page = context.new_page()
+    page.on("requestfinished", lambda request: requests.append(request))
     page.on("pageerror", lambda error: errors.append(str(error).splitlines()[0][:200]))
     page.on("crash", lambda _page: errors.append("the page crashed"))
+    switched = pressed = None
     try:
         with TreeLoad() as load:
             try:
@@ -449,74 +501,175 @@ def bertviz_run(
             if case.lines != heads * case.length**2 or first["layer"] != "0":
                 raise AssertionError(f"bertviz drew {case.lines} lines of layer {first['layer']}")
             received = _received(requests)
-            page.locator("select#layer").focus()
-            page.keyboard.press("ArrowDown")
-            switched = _wait(page, BERTVIZ_VIEW_JS, 1, VIEW_TIMEOUT_S, errors)
-            pressed = page.evaluate("() => window.__peer.inputs.at(-1)")
-        if switched["layer"] != str(SWITCH_TO_LAYER):
+            if switch:
+                page.locator("select#layer").focus()
+                page.keyboard.press("ArrowDown")
+                switched = _wait(page, BERTVIZ_VIEW_JS, 1, VIEW_TIMEOUT_S, errors)
+                pressed = page.evaluate("() => window.__peer.inputs.at(-1)")
+        if switched is not None and switched["layer"] != str(SWITCH_TO_LAYER):
             raise AssertionError(f"bertviz switched to layer {switched['layer']}, not {SWITCH_TO_LAYER}")
         if _external(requests):
             raise RuntimeError(f"bertviz's page contacted other hosts: {_external(requests)}")
     finally:
-        context.close()
+        page.close()
         page_file.unlink(missing_ok=True)
     python_s = answer["forward_s"] + answer["html_s"]
     browser_s = first["painted"] / 1000
-    return Sample(
-        bytes=received,
-        first_s=python_s + browser_s,
-        switch_s=(switched["painted"] - pressed) / 1000,
-        python_s=python_s,
-        forward_s=answer["forward_s"],
-        browser_s=browser_s,
-        others=load.cores,
-    )
+    return {
+        "bytes": received,
+        "first_s": python_s + browser_s,
+        "switch_s": None if switched is None else (switched["painted"] - pressed) / 1000,
+        "python_s": python_s,
+        "forward_s": answer["forward_s"],
+        "browser_s": browser_s,
+        "others": load.cores,
+    }
 
 
-def ours_run(browser, url: str, model: str, text: str, length: int) -> Sample:
-    """Open the Model explorer on ``text`` cut to ``length`` tokens, then move its Layer slider."""
+def _explorer_url(url: str, model: str, text: str, length: int) -> str:
+    return f"{url}/model_explorer?{urlencode({'model': model, 'text': text, 'length': length})}"
+
+
+def _check_explorer(page, length: int, prefix: str) -> None:
+    """The explorer shows ``length`` tokens of a longer text that begins with ``prefix``."""
+    if not page.get_by_text("were cut by the sequence length").count():
+        raise AssertionError(f"ours: the text should be longer than {length} tokens")
+    query = parse_qs(urlparse(page.url).query)
+    if query.get("length") != [str(length)]:
+        raise AssertionError(f"ours: expected length={length} in the URL, got {page.url[:200]}")
+    if not query.get("text", [""])[0].startswith(prefix):
+        raise AssertionError(f"ours: the URL's text should begin with {prefix!r}, got {page.url[:200]}")
+
+
+def _check_layer(page, layer: int) -> None:
+    shown = page.get_by_role("slider", name="Layer").get_attribute("aria-valuetext")
+    if shown != str(layer) or not page.get_by_text(f"Layer {layer}: all").count():
+        raise AssertionError(f"ours: the Layer slider shows {shown}, not {layer}")
+
+
+def _prefix(text: str) -> str:
+    """A run's text prefix, up to its first full stop, e.g. ``"Run 2."``."""
+    return text.split(".", 1)[0] + "."
+
+
+class OursTab:
+    """One Model explorer tab, kept open across a model's runs, as a user keeps the app open.
+
+    Opened at the model's warm-up; before each N it is navigated (untimed) to that N, in the same
+    browser context, so Streamlit's JavaScript and plotly.js come from the HTTP cache.
+    """
+
+    def __init__(self, browser, url: str, model: str) -> None:
+        self.url, self.model, self.length = url, model, None
+        self.watched = open_page(browser)
+        self.page = self.watched.page
+        self.page.set_viewport_size(VIEWPORT)
+        self.page.add_init_script(PAGE_JS)
+        self.requests: list = []
+        self.watched.context.on("requestfinished", lambda request: self.requests.append(request))
+
+    def open(self, text: str, length: int) -> None:
+        """Navigate to the explorer on ``text`` cut to ``length`` tokens and wait until it is drawn."""
+        self.page.goto(_explorer_url(self.url, self.model, text, length))
+        self.page.wait_for_function(
+            OURS_VIEW_JS, arg=[list(EXPLORER_CHARTS), {}, 0], timeout=OURS_TIMEOUT_S * 1000, polling=50
+        )
+        wait_idle(self.page, plots=EXPLORER_PLOTS, timeout_s=OURS_TIMEOUT_S)
+        _check_explorer(self.page, length, _prefix(text))
+        _check_layer(self.page, 0)
+        self.length = length
+
+    def new_text(self, text: str, length: int) -> dict:
+        """Paste ``text`` (untimed), press Ctrl+Enter and time until it is painted; then the layer switch.
+
+        Returns ``first_s``, ``bytes`` (received from the key press until the run finished),
+        ``websocket_bytes``, ``switch_s`` and ``others``. Leaves the tab on layer 0.
+        """
+        page, keys = self.page, list(EXPLORER_CHARTS)
+        box = page.locator(".st-key-ex_text textarea")
+        box.fill(text)
+        if box.input_value() != text:
+            raise AssertionError("ours: the text box did not take the run's text")
+        before = self.watched.signatures(keys)
+        asked = len(self.requests)
+        with TreeLoad() as load:
+            started = time.monotonic()
+            box.press("Control+Enter")  # a Streamlit text_area commits on Ctrl+Enter (or on blur)
+            pressed = page.evaluate("() => window.__peer.inputs.at(-1)")
+            drawn = page.wait_for_function(
+                OURS_VIEW_JS, arg=[keys, before, pressed], timeout=OURS_TIMEOUT_S * 1000, polling=50
+            ).json_value()
+            wait_idle(page, plots=EXPLORER_PLOTS, timeout_s=OURS_TIMEOUT_S)
+            websocket = self.watched.bytes_since(started)
+            received = websocket + _received(self.requests[asked:])
+            _check_explorer(page, length, _prefix(text))
+            _check_layer(page, 0)
+            before = self.watched.signatures(keys)
+            slider = page.get_by_role("slider", name="Layer")
+            slider.focus()
+            page.keyboard.press("ArrowRight")
+            switch_pressed = page.evaluate("() => window.__peer.inputs.at(-1)")
+            switched = page.wait_for_function(
+                OURS_VIEW_JS, arg=[keys, before, switch_pressed], timeout=OURS_TIMEOUT_S * 1000, polling=50
+            ).json_value()
+        wait_idle(page, plots=EXPLORER_PLOTS, timeout_s=OURS_TIMEOUT_S)
+        _check_layer(page, SWITCH_TO_LAYER)
+        slider.focus()
+        page.keyboard.press("ArrowLeft")  # back to layer 0 (untimed): every run switches 0 -> 1
+        wait_idle(page, plots=EXPLORER_PLOTS, timeout_s=OURS_TIMEOUT_S)
+        _check_layer(page, 0)
+        outside = self.watched.external + _external(self.requests)
+        if outside:
+            raise RuntimeError(f"our page contacted other hosts: {outside}")
+        return {
+            "first_s": (drawn["painted"] - pressed) / 1000,
+            "bytes": received,
+            "websocket_bytes": websocket,
+            "switch_s": (switched["painted"] - switch_pressed) / 1000,
+            "others": load.cores,
+        }
+
+    def close(self) -> None:
+        self.watched.close()
+
+
+def ours_cold(browser, url: str, model: str, text: str, length: int) -> dict:
+    """Open the Model explorer on ``text`` cut to ``length`` tokens in a brand-new browser context.
+
+    Returns ``cold_s`` (navigation start until the grid and focused head are painted),
+    ``cold_bytes`` (every HTTP response and websocket message until the first run finished),
+    ``cold_websocket_bytes`` and ``cold_others``.
+    """
     watched = open_page(browser)
     page = watched.page
     page.set_viewport_size(VIEWPORT)
     page.add_init_script(PAGE_JS)
     requests: list = []
     watched.context.on("requestfinished", lambda request: requests.append(request))
-    keys = list(EXPLORER_CHARTS)
     try:
         with TreeLoad() as load:
-            page.goto(f"{url}/model_explorer?{urlencode({'model': model, 'text': text, 'length': length})}")
+            page.goto(_explorer_url(url, model, text, length))
             first = page.wait_for_function(
-                OURS_VIEW_JS, arg=[keys, {}, 0], timeout=OURS_TIMEOUT_S * 1000, polling=50
+                OURS_VIEW_JS, arg=[list(EXPLORER_CHARTS), {}, 0], timeout=OURS_TIMEOUT_S * 1000, polling=50
             ).json_value()
             wait_idle(page, plots=EXPLORER_PLOTS, timeout_s=OURS_TIMEOUT_S)
             websocket = sum(size for _, size in watched.received)
             received = _received(requests) + websocket
-            if not page.get_by_text("were cut by the sequence length").count():
-                raise AssertionError(f"ours: the text should be longer than {length} tokens")
-            if f"length={length}" not in page.url:
-                raise AssertionError(f"ours: expected length={length} in the URL, got {page.url[:200]}")
-            before = watched.signatures(keys)
-            page.get_by_role("slider", name="Layer").focus()
-            page.keyboard.press("ArrowRight")
-            pressed = page.evaluate("() => window.__peer.inputs.at(-1)")
-            switched = page.wait_for_function(
-                OURS_VIEW_JS, arg=[keys, before, pressed], timeout=OURS_TIMEOUT_S * 1000, polling=50
-            ).json_value()
-        wait_idle(page, plots=EXPLORER_PLOTS, timeout_s=OURS_TIMEOUT_S)
-        shown = page.get_by_role("slider", name="Layer").get_attribute("aria-valuetext")
-        if shown != str(SWITCH_TO_LAYER) or not page.get_by_text(f"Layer {SWITCH_TO_LAYER}: all").count():
-            raise AssertionError(f"ours: the Layer slider shows {shown}, not {SWITCH_TO_LAYER}")
+        _check_explorer(page, length, _prefix(text))
         if watched.external or _external(requests):
             raise RuntimeError(f"our page contacted other hosts: {watched.external + _external(requests)}")
     finally:
         watched.close()
-    return Sample(
-        bytes=received,
-        websocket_bytes=websocket,
-        first_s=first["painted"] / 1000,
-        switch_s=(switched["painted"] - pressed) / 1000,
-        others=load.cores,
-    )
+    return {
+        "cold_s": first["painted"] / 1000,
+        "cold_bytes": received,
+        "cold_websocket_bytes": websocket,
+        "cold_others": load.cores,
+    }
+
+
+def _text(length: int, prefix: str) -> str:
+    return english_text(length * CHARS_PER_TOKEN, prefix=prefix, max_chars=URL_TEXT_LIMIT)
 
 
 def measure(args: argparse.Namespace, peer: Peer, modules: Path) -> list[Case]:
@@ -538,45 +691,87 @@ def measure(args: argparse.Namespace, peer: Peer, modules: Path) -> list[Case]:
         (pages / "node_modules").symlink_to(modules)
         for name in args.models:
             folder, decoder = models[name]
-            warm = english_text(
-                min(args.sizes) * CHARS_PER_TOKEN, prefix="Warm-up.", max_chars=URL_TEXT_LIMIT
-            )
+            smallest = min(args.sizes)
             print(f"{name}: warm-up (loads the model in both), load {load_average()}", flush=True)
-            bertviz_run(browser, pages_url, peer, pages, folder, decoder, warm, Case(name, min(args.sizes)))
-            ours_run(browser, server.url, name, warm, min(args.sizes))
-            failed_at = None
-            for length in sorted(args.sizes):
-                case = Case(name, length)
-                cases.append(case)
-                if failed_at is not None:  # a longer page fails too: ours is still measured
-                    case.failure = f"not tried: bertviz failed at N = {failed_at}"
-                for run in range(1, args.repeats + 1):
-                    text = english_text(
-                        length * CHARS_PER_TOKEN, prefix=f"Run {run}.", max_chars=URL_TEXT_LIMIT
-                    )
-                    note = f"bertviz failed: {case.failure}" if case.failure else ""
-                    if not case.failure:
+            # One browser context per tool, kept for this model's runs: a notebook with bertviz's
+            # libraries loaded, and our explorer open in a tab.
+            context = bertviz_context(browser)
+            tab = OursTab(browser, server.url, name)
+            try:
+                warm = Case(name, smallest)
+                bertviz_run(
+                    context, pages_url, peer, pages, folder, decoder, _text(smallest, "Warm-up."), warm
+                )
+                tab.open(_text(smallest, "Warm-up."), smallest)
+                failed_at = None
+                for length in sorted(args.sizes):
+                    case = Case(name, length)
+                    cases.append(case)
+                    if failed_at is not None:  # a longer page fails too: ours is still measured
+                        case.failure = f"not tried: bertviz failed at N = {failed_at}"
+                    if tab.length != length:  # untimed: the explorer at this N, in the same tab
+                        tab.open(_text(length, f"Warm-up at {length}."), length)
+                    for run in range(1, args.repeats + 1):
+                        text = _text(length, f"Run {run}.")
+                        cold_text = _text(length, f"Browser {run}.")  # its own text: no cache helps
+                        note = f"bertviz: {case.failure}; " if case.failure else ""
+                        b = None
+                        if not case.failure:
+                            try:
+                                case.waited_s += wait_for_quiet(RUN_WAIT_S)
+                                warm_run = bertviz_run(
+                                    context, pages_url, peer, pages, folder, decoder, text, case
+                                )
+                                case.waited_s += wait_for_quiet(RUN_WAIT_S)
+                                cold_context = bertviz_context(browser)
+                                try:
+                                    cold = bertviz_run(
+                                        cold_context, pages_url, peer, pages, folder, decoder,
+                                        cold_text, case, switch=False,
+                                    )  # fmt: skip
+                                finally:
+                                    cold_context.close()
+                                b = Sample(
+                                    bytes=warm_run["bytes"],
+                                    first_s=warm_run["first_s"],
+                                    switch_s=warm_run["switch_s"],
+                                    cold_bytes=cold["bytes"],
+                                    cold_s=cold["first_s"],
+                                    python_s=warm_run["python_s"],
+                                    forward_s=warm_run["forward_s"],
+                                    browser_s=warm_run["browser_s"],
+                                    cold_python_s=cold["python_s"],
+                                    cold_browser_s=cold["browser_s"],
+                                    others=warm_run["others"],
+                                    cold_others=cold["others"],
+                                )
+                                case.bertviz.append(b)
+                            except RuntimeError as error:
+                                case.failure = str(error).splitlines()[0]
+                                note = f"bertviz failed (not repeated): {case.failure}; "
+                                failed_at = length
+                                peer.stop()  # free the failed page's memory; the next request restarts it
                         case.waited_s += wait_for_quiet(RUN_WAIT_S)
-                        try:
-                            b = bertviz_run(browser, pages_url, peer, pages, folder, decoder, text, case)
-                            case.bertviz.append(b)
+                        warm_ours = tab.new_text(text, length)
+                        case.waited_s += wait_for_quiet(RUN_WAIT_S)
+                        cold_ours = ours_cold(browser, server.url, name, cold_text, length)
+                        o = Sample(**warm_ours, **cold_ours)
+                        case.ours.append(o)
+                        if b is not None:
                             note = (
-                                f"bertviz {b.bytes / MB:.1f} MB, first {b.first_s:.2f} s "
-                                f"(python {b.python_s:.2f}), switch {b.switch_s:.2f} s"
+                                f"bertviz new text {b.first_s:.2f} s (python {b.python_s:.2f}), "
+                                f"{b.bytes / MB:.2f} MB, switch {b.switch_s:.2f} s, new browser "
+                                f"{b.cold_s:.2f} s, {b.cold_bytes / MB:.1f} MB; "
                             )
-                        except RuntimeError as error:
-                            case.failure = str(error).splitlines()[0]
-                            note = f"bertviz failed (not repeated): {case.failure}"
-                            failed_at = length
-                            peer.stop()  # free the failed page's memory; the next request restarts it
-                    case.waited_s += wait_for_quiet(RUN_WAIT_S)
-                    o = ours_run(browser, server.url, name, text, length)
-                    case.ours.append(o)
-                    print(
-                        f"  {name} N={length} run {run}/{args.repeats}: {note}; ours {o.bytes / MB:.1f} MB, "
-                        f"first {o.first_s:.2f} s, switch {o.switch_s:.2f} s; load {load_average()}",
-                        flush=True,
-                    )
+                        print(
+                            f"  {name} N={length} run {run}/{args.repeats}: {note}ours new text "
+                            f"{o.first_s:.2f} s, {o.bytes / MB:.2f} MB, switch {o.switch_s:.2f} s, new "
+                            f"browser {o.cold_s:.2f} s, {o.cold_bytes / MB:.1f} MB; load {load_average()}",
+                            flush=True,
+                        )
+            finally:
+                tab.close()
+                context.close()
     return cases
 
 
@@ -588,6 +783,8 @@ def _median(samples: list[Sample], name: str) -> float:
 
 
 def _mb(count: float) -> str:
+    if count < 1 * MB:
+        return f"{count / MB:.2f}"
     return f"{count / MB:.1f}" if count < 100 * MB else f"{count / MB:,.0f}"
 
 
@@ -600,27 +797,30 @@ def _pair(peer: float | None, ours: float, unit: str) -> str:
     return (
         f"{show(peer)} / {show(ours)} ({ratio:.1f}×)"
         if ratio < 10
-        else f"{show(peer)} / {show(ours)} ({ratio:.0f}×)"
+        else f"{show(peer)} / {show(ours)} ({ratio:,.0f}×)"
     )
 
 
 LABELS = {"minilm": "all-MiniLM-L6-v2", "smollm2": "SmolLM2-135M"}
+# The table's measures: (Sample field, unit), in column order.
+MEASURES = (("first_s", "s"), ("switch_s", "s"), ("cold_s", "s"), ("bytes", "MB"), ("cold_bytes", "MB"))
 
 
 def report(cases: list[Case], args: argparse.Namespace, machine: dict, peer: dict, elapsed: float) -> str:
     headers = [
         "model",
         "N",
-        "bytes (MB): bertviz / ours (ratio)",
-        "first view (s): bertviz / ours (ratio)",
+        "new text (s): bertviz / ours (ratio)",
         "layer switch (s): bertviz / ours (ratio)",
+        "opened in a new browser (s): bertviz / ours (ratio)",
+        "bytes, new text (MB): bertviz / ours (ratio)",
+        "bytes, new browser (MB): bertviz / ours (ratio)",
         "others' load (cores)",
     ]
     rows, parts = [], []
     for case in cases:
-        ours = {key: _median(case.ours, key) for key in ("bytes", "first_s", "switch_s")}
+        ours = {key: _median(case.ours, key) for key, _unit in MEASURES}
         if case.bertviz and not case.failure:
-            peer_values = {key: _median(case.bertviz, key) for key in ours}
             forward = _median(case.bertviz, "forward_s")
             parts.append(
                 [
@@ -629,15 +829,13 @@ def report(cases: list[Case], args: argparse.Namespace, machine: dict, peer: dic
                     f"{forward:.2f}",
                     f"{_median(case.bertviz, 'python_s') - forward:.2f}",
                     f"{_median(case.bertviz, 'browser_s'):.2f}",
+                    f"{_median(case.bertviz, 'cold_python_s'):.2f}",
+                    f"{_median(case.bertviz, 'cold_browser_s'):.2f}",
                     _mb(case.page_chars),
                     f"{case.lines:,}",
                 ]
             )
-            cells = [
-                _pair(peer_values["bytes"], ours["bytes"], "MB"),
-                _pair(peer_values["first_s"], ours["first_s"], "s"),
-                _pair(peer_values["switch_s"], ours["switch_s"], "s"),
-            ]
+            cells = [_pair(_median(case.bertviz, key), ours[key], unit) for key, unit in MEASURES]
         else:
             if case.failure.startswith("not tried"):
                 what = "not tried"
@@ -645,51 +843,92 @@ def report(cases: list[Case], args: argparse.Namespace, machine: dict, peer: dic
                 what = "**blank page**"
             else:
                 what = "**fails**"
-            sent = _pair(case.failed_bytes or None, ours["bytes"], "MB")
-            cells = [sent, f"{what} / {ours['first_s']:.2f}", f"{what} / {ours['switch_s']:.2f}"]
-        busy = [s.others for s in case.bertviz + case.ours if s.others is not None]
+            cells = [f"{what} / {ours[key]:.2f}" for key, _unit in MEASURES[:3]] + [
+                _pair(case.failed_bytes or None, ours["bytes"], "MB"),
+                _pair(None, ours["cold_bytes"], "MB"),
+            ]
+        busy = [
+            value
+            for s in case.bertviz + case.ours
+            for value in (s.others, s.cold_others)
+            if value is not None
+        ]
         rows.append(
             [LABELS[case.model], case.length, *cells, f"{statistics.mean(busy):.2f}" if busy else "n/a"]
         )
-    others = [s.others for case in cases for s in case.bertviz + case.ours if s.others is not None]
-    static = [s.bytes - s.websocket_bytes for case in cases for s in case.ours]
+    others = [
+        value
+        for case in cases
+        for s in case.bertviz + case.ours
+        for value in (s.others, s.cold_others)
+        if value is not None
+    ]
+    static = [s.cold_bytes - s.cold_websocket_bytes for case in cases for s in case.ours]
+    static_mb = f"{_mb(statistics.median(static))} MB" if static else "several MB"
     runs = f"{args.repeats} runs" if args.repeats > 1 else "1 run"
     lines = [
         "bertviz's `head_view` against the Model explorer (`streamlit run app.py`): the same model, the "
-        "same English text cut to N tokens, headless Chromium at 1400 × 900, a fresh browser context "
-        f"per run; median of {runs} after a warm-up, each run with its own text. Ratio = bertviz ÷ ours "
-        "(above 1: ours is smaller or faster). Made by `benchmarks/peer_bertviz.py`.",
+        "same English text cut to N tokens, headless Chromium at 1400 × 900; median of "
+        f"{runs} after a warm-up, each run with its own texts. Ratio = bertviz ÷ ours (above 1: ours "
+        "is smaller or faster). Made by `benchmarks/peer_bertviz.py`.",
         "",
         markdown_table(headers, rows),
         "",
-        "- **Bytes**: everything the browser received over the network for the first view: every HTTP "
-        "response (headers and body as sent) and, for ours, the websocket messages, up to the drawn "
-        "view (bertviz) or the end of the first script run (ours). bertviz's page carries every weight "
-        "of every layer and head as decimal JSON, plus 0.4 MB of require.js, d3 and jQuery; ours "
-        "carries the shown layer only (images beyond 96 tokens) plus Streamlit's own JavaScript and "
-        + (
-            f"CSS, {_mb(statistics.median(static))} MB at every N (a browser caches it after the first visit)."
-            if static
-            else "CSS."
-        ),
-        "- **First view**: bertviz = its Python side, which a notebook runs before the page (the "
-        "model's forward with `output_attentions=True`, then `head_view(...)`), plus the browser from "
-        "navigation start until the SVG lines of layer 0 are painted. Ours = from navigation start "
-        "until the explorer's grid of all heads and its focused head are painted; the model's "
-        "forward runs inside (no cache helps: each run has its own text). Painted = the first "
-        "animation frame after the one that drew the view, so style, layout and paint count for both.",
-        "- **Layer switch**: from the key press (ArrowDown on bertviz's Layer dropdown, ArrowRight on "
-        "our Layer slider) until layer 1 is painted. Ours runs the model again for the new layer; "
-        "bertviz holds every layer in the page and redraws its lines.",
+        "- **New text**: what each user waits for to see a text they have not seen before, with the "
+        "tool already open. bertviz = what a notebook user waits for after running the cell: its "
+        "Python side (the model's forward with `output_attentions=True`, then `head_view(...)`) plus "
+        "its page, opened as a new page in a browser context kept for the model's runs (so require.js, "
+        "d3 and jQuery come from the HTTP cache, as a notebook has them loaded), from navigation start "
+        "until the SVG lines of layer 0 are painted. Ours = in an explorer tab kept open for the "
+        "model's runs (opened at the warm-up, and before each N moved, untimed, to that N in the same "
+        "tab), the text is pasted into the text box (untimed) and Ctrl+Enter pressed: from that key "
+        "press until the grid of all heads and the focused head are painted with the new text's "
+        "attention. The model's forward runs inside for both; no cache helps (each run has its own "
+        "text). Checked: bertviz drew heads × N² lines of layer 0; ours shows N tokens of a longer "
+        "text and its URL holds the run's text and length N.",
+        "- **Layer switch**: in the same page, from the key press (ArrowDown on bertviz's Layer "
+        "dropdown, ArrowRight on our Layer slider) until layer 1 is painted. Ours runs the model "
+        "again for the new layer; bertviz holds every layer in the page and redraws its lines.",
+        "- **Opened in a new browser**: the tool opened cold, in a brand-new browser context (empty "
+        "cache), on another text of the same run. bertviz = its Python side plus its page, fetching "
+        "require.js, d3 and jQuery; ours = from navigation start (a link with the model, text and N) "
+        "until the grid and the focused head are painted. This costs ours more at small N: the "
+        f"browser first fetches and boots Streamlit's JavaScript and CSS and plotly.js ({static_mb}), "
+        "which a user pays once per browser or tab, not per text; afterwards they come from the "
+        "cache (Streamlit serves its static files with `cache-control: public, immutable`).",
+        "- **Painted** is the same rule everywhere: the first animation frame after the one that drew "
+        'the view (bertviz: its new `<g id="attention">` exists; ours: plotly\'s `plotly_afterplot` '
+        "on both charts), so style, layout and paint count for both.",
+        "- **Bytes, new text**: what the browser received over the network for it. bertviz: every "
+        "HTTP response of its page (headers and body as sent; its libraries come from the cache); "
+        "the page carries every weight of every layer and head as decimal JSON. Ours: the websocket "
+        "messages from the key press until the run finished (and HTTP responses, normally none); "
+        "they carry the shown layer only (images beyond 96 tokens).",
+        "- **Bytes, new browser**: everything received for the cold page: every HTTP response and, "
+        f"for ours, the websocket messages until the first run finished. Ours includes {static_mb} "
+        "of Streamlit's and plotly's static files at every N; bertviz's includes 0.4 MB of "
+        "require.js, d3 and jQuery.",
     ]
     if parts:
         lines += [
             "",
-            "bertviz's first view in parts (medians, s), its page and the SVG lines it draws for one "
-            "layer (heads × N²):",
+            "bertviz's new text in parts (medians, s: forward, head_view, browser), its parts when "
+            "opened in a new browser (python = forward + head_view on that run's other text), its "
+            "page and the SVG lines it draws for one layer (heads × N²):",
             "",
             markdown_table(
-                ["model", "N", "forward", "head_view", "browser", "page (MB)", "SVG lines"], parts
+                [
+                    "model",
+                    "N",
+                    "forward",
+                    "head_view",
+                    "browser",
+                    "new browser: python",
+                    "new browser: browser",
+                    "page (MB)",
+                    "SVG lines",
+                ],
+                parts,
             ),
             "",
         ]

@@ -277,7 +277,9 @@ if cut:
 
 cell_query, cell_key, cell_head = inspector.cell_inputs("pg", tokens, heads=trace.weights.shape[1])
 inspection = run_or_stop(
-    partial(inspect_playground, result, item, cell_head, cell_query, cell_key), _("Taking the cell apart…")
+    partial(inspect_playground, result, item, cell_head, cell_query, cell_key),
+    _("Taking the cell apart…"),
+    spinner=False,
 )
 inspector.show_cell(inspection, style, presentation, "pg_cell")
 publish(PAGE, PARAMS)

@@ -160,7 +160,7 @@ with left:
         annotate=False,
         row_sums=False,
     )
-    st.plotly_chart(grid, key="ex_grid_chart", width="content")
+    st.plotly_chart(grid, key="ex_grid_chart", width="content", theme=None)
     factor = downsample_factor(len(tokens), GRID_MAX_SIDE)
     if factor > 1:
         st.caption(
@@ -214,6 +214,7 @@ if zoom is not None:
         ),
         key="ex_zoom_chart",
         width="content",
+        theme=None,
     )
 
 if len(tokens) >= ROW_PICKER_MIN_TOKENS:
@@ -240,7 +241,9 @@ if len(tokens) >= ROW_PICKER_MIN_TOKENS:
 
 cell_query, cell_key, _no_head = inspector.cell_inputs("ex", tokens)
 inspection = run_or_stop(
-    partial(inspect_capture, result, layer, item, head, cell_query, cell_key), _("Taking the cell apart…")
+    partial(inspect_capture, result, layer, item, head, cell_query, cell_key),
+    _("Taking the cell apart…"),
+    spinner=False,
 )
 inspector.show_cell(inspection, style, presentation, "ex_cell", rotary=loaded.rotary)
 
@@ -281,6 +284,7 @@ with mean_col:
         ),
         key="ex_mean_chart",
         width="content",
+        theme=None,
     )
 with rollout_col:
     st.subheader(_("Attention rollout"))
@@ -293,8 +297,8 @@ with rollout_col:
         help=_("Captures every layer: fast for short texts, heavier for long ones."),
     )
     if rollout_on:
-        rollout = run_or_stop(
-            partial(cache.rollout, model_name, texts, policy),
+        rollout, rollout_effect = run_or_stop(
+            partial(cache.every_layer, model_name, texts, policy),
             _("Capturing every layer…"),
             can_choose_layers=False,
         )
@@ -313,6 +317,7 @@ with rollout_col:
             ),
             key="ex_rollout_chart",
             width="content",
+            theme=None,
         )
         st.caption(
             _("How much each input token reaches each position after all layers (residual share 0.5).")
@@ -330,11 +335,14 @@ effect_on = st.toggle(
         "texts, about a second per pass at 512 tokens on a laptop CPU."
     ),
 )
-effect = (
-    run_or_stop(partial(cache.effect, model_name, texts, policy), _("Comparing with the default masks…"))
-    if effect_on
-    else None
-)
+if not effect_on:
+    effect = None
+elif rollout_on:  # the forward that captured every layer for rollout measured it already
+    effect = rollout_effect
+else:
+    effect = run_or_stop(
+        partial(cache.effect, model_name, texts, policy), _("Comparing with the default masks…")
+    )
 if not effect_on and not short_for_effect:
     st.caption(
         _("Off by default above {count} tokens, so that every toggle redraws at once.").format(

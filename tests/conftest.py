@@ -11,6 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # The Rust tokenizers warn (and can deadlock) when a process forks after using threads.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Plotly validates every property of every figure the tests draw (the app skips it for speed:
+# attention_viz.figures.figure_of), so a misspelt property fails a test.
+os.environ.setdefault("ATTNVIZ_VALIDATE_FIGURES", "1")
 
 import pytest  # noqa: E402  (after the environment is set)
 

@@ -250,3 +250,28 @@ def test_downsampling_keeps_each_blocks_maximum_and_masks_only_fully_masked_bloc
             np.testing.assert_equal(pooled[row, col], expected)
             mask_block = allowed[row * factor : (row + 1) * factor, col * factor : (col + 1) * factor]
             assert pooled_allowed[row, col] == mask_block.any()
+
+
+def test_the_app_draws_without_validation_what_plotly_validates(monkeypatch):
+    """The app builds figures without plotly's validation (figure_of); the same figure built with
+    it is the same JSON, so skipping it changes nothing that is drawn."""
+    import json
+
+    import plotly.graph_objects as go
+
+    from attention_viz import figures
+
+    assert figures.VALIDATE_FIGURES, "tests/conftest.py turns validation on for the tests"
+    monkeypatch.setattr(figures, "VALIDATE_FIGURES", False)  # as in the app
+    weights, allowed = padded_causal_weights()
+    value_range = stage_range("weights", weights)
+    built = [
+        heatmap(weights, TOKENS, TOKENS, value_range, allowed=allowed, pad_rows=PADS, title="t"),
+        head_grid(torch.stack([weights, weights.T]), TOKENS, TOKENS, value_range, allowed=allowed, columns=2),
+    ]
+    for figure in built:
+        spec = json.loads(figure.to_json())
+        assert "template" not in spec["layout"], "the app's figures carry their own look"
+        validated = json.loads(go.Figure(spec).to_json())  # plotly checks and writes out every property
+        validated["layout"].pop("template")  # the one thing it adds: its default template
+        assert validated == spec

@@ -90,13 +90,25 @@ def capture(model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], po
     return run_capture(model(model_name), list(texts), layers=list(layers), policy=policy, effect=False)
 
 
+def every_layer(
+    model_name: str, texts: tuple[str, ...], policy: MaskPolicy
+) -> tuple[torch.Tensor, OutputEffect]:
+    """Attention rollout through every layer, ``(B, T, T)``, and what the masks change in the
+    output, from one forward that captures every layer: the effect's output under these masks is
+    that forward's own, so only the default masks' forward is added. Kept apart from the capture
+    of the shown layer, so moving the Layer slider copies nothing big out of the cache."""
+    return _every_layer(model_name, texts, policy, get_language())
+
+
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
-def rollout(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> torch.Tensor:
-    """Attention rollout through every layer, ``(B, T, T)``, from the cached capture of every layer
-    (kept apart, so moving the Layer slider does not copy every layer's capture out of the cache)."""
-    layers = tuple(range(model(model_name).num_layers))
-    everything = capture(model_name, texts, layers, policy)
-    return attention_rollout([everything.layer(layer).weights for layer in layers])
+def _every_layer(
+    model_name: str, texts: tuple[str, ...], policy: MaskPolicy, lang: str
+) -> tuple[torch.Tensor, OutputEffect]:
+    with language(lang):
+        loaded = model(model_name)
+        everything = run_capture(loaded, list(texts), layers=None, policy=policy, effect=True)
+        rollout = attention_rollout([everything.layer(layer).weights for layer in range(loaded.num_layers)])
+        return rollout, everything.effect
 
 
 def effect(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> OutputEffect:

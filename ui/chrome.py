@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -142,7 +143,9 @@ def model_or_stop(name: str) -> LoadedModel:
     return loaded
 
 
-def run_or_stop(task: Callable[[], T], message: str | None = None, can_choose_layers: bool = True) -> T:
+def run_or_stop(
+    task: Callable[[], T], message: str | None = None, can_choose_layers: bool = True, spinner: bool = True
+) -> T:
     """Run a capture with a spinner; a failure becomes ``st.error`` and stops the page.
 
     A :class:`UserFacingError` says what to do. A request over the memory budget is worded for
@@ -150,10 +153,11 @@ def run_or_stop(task: Callable[[], T], message: str | None = None, can_choose_la
     so "capture fewer layers" is no advice). Anything else is a bug: the page still shows a short
     message instead of a traceback (a class is watching), and the traceback goes to the server's log.
     ``message`` is the spinner's text (translated by the caller); None: "Running the model…".
+    ``spinner=False`` for a task that never takes long (each spinner starts a timer thread).
     """
     message = message or _("Running the model…")
     try:
-        with st.spinner(message):
+        with st.spinner(message) if spinner else contextlib.nullcontext():
             return task()
     except OverBudget as error:
         st.error(error.refusal.message(can_choose_layers))

@@ -230,7 +230,7 @@ def clickable_chart(
     head choice (:func:`cell_params` with ``head``)."""
     if cell is not None:
         mark_cell(figure, *cell, panel=panel)
-    st.plotly_chart(figure, key=chart_key, width="content")
+    st.plotly_chart(figure, key=chart_key, width="content", theme=None)
     listener_key = f"{chart_key}_clicks"
     with st.sidebar:  # an empty slot there takes no room
         _listener(
@@ -296,7 +296,9 @@ def show_cell(
     columns = st.columns(ratios)
     left, right = columns[0], columns[-1]
     with left:
-        st.plotly_chart(vector_figure(cell, style, widths[0]), key=f"{key_prefix}_vectors", width="content")
+        st.plotly_chart(
+            vector_figure(cell, style, widths[0]), key=f"{key_prefix}_vectors", width="content", theme=None
+        )
         st.caption(_(VECTORS_CAPTION))
     with right:
         st.latex(chain_latex(cell))
@@ -305,7 +307,9 @@ def show_cell(
             st.warning(_(EMPTY_ROW_NOTE))
         elif not cell.allowed:
             st.info(_(MASKED_NOTE))
-        st.plotly_chart(softmax_figure(cell, style, widths[-1]), key=f"{key_prefix}_softmax", width="content")
+        st.plotly_chart(
+            softmax_figure(cell, style, widths[-1]), key=f"{key_prefix}_softmax", width="content", theme=None
+        )
         st.caption(_(SOFTMAX_CAPTION).format(key=cell.key))
     if cell.output is not None:
         st.markdown("**" + _(OUTPUT_TITLE) + "**")
@@ -314,5 +318,6 @@ def show_cell(
             output_figure(cell, style, column_widths([1])[0] * (1.0 if presentation else 0.6)),
             key=f"{key_prefix}_output",
             width="content",
+            theme=None,
         )
         st.caption(_(OUTPUT_CAPTION).format(key=cell.key))
