@@ -109,7 +109,22 @@ picks[3].radio(
 layer, head, item = st.session_state["ex_layer"], st.session_state["ex_head"], st.session_state["ex_item"]
 stage = st.session_state["ex_stage"]
 
-result = run_or_stop(partial(cache.capture, model_name, texts, (layer,), policy), _("Running the model…"))
+# A short text (with rollout on, as by default) is captured in every layer at once, the output
+# effect included: that one forward serves the shown layer, rollout and the effect, so moving the
+# Layer slider runs no model. A long one is captured in the shown layer only.
+expected_tokens = policy.max_length or cache.token_count(model_name, texts, policy.pack)
+every_layer = expected_tokens <= ROLLOUT_DEFAULT_MAX_TOKENS and st.session_state.get("ex_rollout", True)
+result = run_or_stop(
+    partial(
+        cache.capture,
+        model_name,
+        texts,
+        tuple(range(loaded.num_layers)) if every_layer else (layer,),
+        policy,
+        every_layer,
+    ),
+    _("Running the model…"),
+)
 # The inspected cell (a click on the focused head set it already), before publish and the chart.
 _focused, cell_query, cell_key = inspector.choose_cell(
     "ex", result.layer(layer).weights[item], result.pad_rows[item], head=head
@@ -297,8 +312,8 @@ with rollout_col:
         help=_("Captures every layer: fast for short texts, heavier for long ones."),
     )
     if rollout_on:
-        rollout, rollout_effect = run_or_stop(
-            partial(cache.every_layer, model_name, texts, policy),
+        rollout = run_or_stop(
+            partial(cache.rollout, model_name, texts, policy, every_layer),
             _("Capturing every layer…"),
             can_choose_layers=False,
         )
@@ -337,8 +352,8 @@ effect_on = st.toggle(
 )
 if not effect_on:
     effect = None
-elif rollout_on:  # the forward that captured every layer for rollout measured it already
-    effect = rollout_effect
+elif result.effect is not None:  # measured by the forward that captured every layer
+    effect = result.effect
 else:
     effect = run_or_stop(
         partial(cache.effect, model_name, texts, policy), _("Comparing with the default masks…")
