@@ -109,11 +109,11 @@ picks[3].radio(
 layer, head, item = st.session_state["ex_layer"], st.session_state["ex_head"], st.session_state["ex_item"]
 stage = st.session_state["ex_stage"]
 
-# A short text (with rollout on, as by default) is captured in every layer at once, the output
-# effect included: that one forward serves the shown layer, rollout and the effect, so moving the
-# Layer slider runs no model. A long one is captured in the shown layer only.
-expected_tokens = policy.max_length or cache.token_count(model_name, texts, policy.pack)
-every_layer = expected_tokens <= ROLLOUT_DEFAULT_MAX_TOKENS and st.session_state.get("ex_rollout", True)
+# Once rollout has captured every layer of these texts under these masks (a short text, by
+# default), the shown layer comes from that capture, so moving the Layer slider runs no model. A
+# new text or mask is first captured in the shown layer only, so its charts come at once.
+inputs = (model_name, texts, policy)
+every_layer = st.session_state.get("ex_every_layer") == inputs
 result = run_or_stop(
     partial(
         cache.capture,
@@ -121,7 +121,6 @@ result = run_or_stop(
         texts,
         tuple(range(loaded.num_layers)) if every_layer else (layer,),
         policy,
-        every_layer,
     ),
     _("Running the model…"),
 )
@@ -313,10 +312,12 @@ with rollout_col:
     )
     if rollout_on:
         rollout = run_or_stop(
-            partial(cache.rollout, model_name, texts, policy, every_layer),
+            partial(cache.rollout, model_name, texts, policy),
             _("Capturing every layer…"),
             can_choose_layers=False,
         )
+        # Its capture of every layer is cached now; a long one is too big to copy out on every rerun.
+        st.session_state["ex_every_layer"] = inputs if short else None
         st.plotly_chart(
             heatmap(
                 rollout[item],
@@ -352,8 +353,6 @@ effect_on = st.toggle(
 )
 if not effect_on:
     effect = None
-elif result.effect is not None:  # measured by the forward that captured every layer
-    effect = result.effect
 else:
     effect = run_or_stop(
         partial(cache.effect, model_name, texts, policy), _("Comparing with the default masks…")

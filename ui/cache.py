@@ -10,7 +10,6 @@ the English words another session cached. Results that hold only numbers and tok
 
 from __future__ import annotations
 
-import contextlib
 import gc
 
 import streamlit as st
@@ -84,39 +83,19 @@ def _model_summary(name: str, lang: str) -> tuple[ModelInfo | None, str | None, 
             return None, str(error), str(error)
 
 
-def capture(
-    model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], policy: MaskPolicy, effect: bool = False
-) -> Capture:
-    """Cached :func:`attention_viz.capture.capture` on the shared model.
-
-    ``effect=True`` also measures what the masks change in the output, from the same forward (its
-    ``reference_label`` is in the run's language, so such a capture is cached per language).
-    Without it, the output effect is measured separately (:func:`effect`), so heatmaps never wait.
-    """
-    return _capture(model_name, texts, layers, policy, effect, get_language() if effect else "")
+@st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def capture(model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], policy: MaskPolicy) -> Capture:
+    """Cached :func:`attention_viz.capture.capture` on the shared model."""
+    # The output effect is measured separately (effect below), so the heatmaps never wait for it.
+    return run_capture(model(model_name), list(texts), layers=list(layers), policy=policy, effect=False)
 
 
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
-def _capture(
-    model_name: str,
-    texts: tuple[str, ...],
-    layers: tuple[int, ...],
-    policy: MaskPolicy,
-    effect: bool,
-    lang: str,
-) -> Capture:
-    with language(lang) if lang else contextlib.nullcontext():
-        return run_capture(model(model_name), list(texts), layers=list(layers), policy=policy, effect=effect)
-
-
-@st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
-def rollout(
-    model_name: str, texts: tuple[str, ...], policy: MaskPolicy, effect: bool = False
-) -> torch.Tensor:
+def rollout(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> torch.Tensor:
     """Attention rollout through every layer, ``(B, T, T)``, from the cached capture of every layer
-    (``effect``: the one that also measured the output effect, when the page captured that one)."""
+    (the explorer's own, for a short text), kept apart so a rerun copies only this out of the cache."""
     layers = tuple(range(model(model_name).num_layers))
-    everything = capture(model_name, texts, layers, policy, effect)
+    everything = capture(model_name, texts, layers, policy)
     return attention_rollout([everything.layer(layer).weights for layer in layers])
 
 
