@@ -911,15 +911,7 @@ def heatmap(
     axes["yaxis"]["title"] = {"text": _axis_title(row_name)}
     return _assembled(
         traces,
-        {
-            **axes,
-            "title": {"text": title, "font": {"size": style.font_size + 3}},
-            "width": layout.width,
-            "height": layout.height,
-            "margin": layout.margin,
-            "font": {"size": style.font_size},
-            "plot_bgcolor": "white",
-        },
+        _matrix_layout(axes, layout, title, style.font_size + 3, style),
         shapes=_highlight(highlight_row, 1) if highlight_row is not None else None,
         annotations=_row_sums(panel, 1, row_labels, style.font_size) if sums else None,
     )
@@ -1003,6 +995,19 @@ def mask_figure(
     )
 
 
+def _matrix_layout(axes: dict, layout: Frame, title: str, title_px: int, style: FigureStyle) -> dict:
+    """The layout of a figure of one matrix: its ``axes``, title, the frame's size and margins."""
+    return {
+        **axes,
+        "title": {"text": title, "font": {"size": title_px}},
+        "width": layout.width,
+        "height": layout.height,
+        "margin": layout.margin,
+        "font": {"size": style.font_size},
+        "plot_bgcolor": "white",
+    }
+
+
 def _single_matrix(
     traces: list,
     layout,
@@ -1013,17 +1018,10 @@ def _single_matrix(
     shapes: list[dict] | None = None,
 ) -> go.Figure:
     """A figure of one (T, T) matrix (the mask and parity pictures) with its axes, size and title."""
+    axes = _axes_layout(layout, labels, labels, image, 1, [1], [1], style.tick_size)
     return _assembled(
         traces,
-        {
-            **_axes_layout(layout, labels, labels, image, 1, [1], [1], style.tick_size),
-            "title": {"text": title, "font": {"size": style.font_size + 1}},
-            "width": layout.width,
-            "height": layout.height,
-            "margin": layout.margin,
-            "font": {"size": style.font_size},
-            "plot_bgcolor": "white",
-        },
+        _matrix_layout(axes, layout, title, style.font_size + 1, style),
         shapes=shapes,
     )
 
