@@ -118,3 +118,38 @@ def test_long_text_makes_the_output_effect_opt_in():
     assert not app.exception
     labels = [metric.proto.label for metric in app.get("metric")]
     assert any("KL" in label for label in labels) and any("flips" in label for label in labels)
+
+
+def test_moving_through_the_layers_of_a_short_text_runs_no_model_and_shows_each_layer(monkeypatch):
+    """Once rollout has captured every layer of a short text, the Layer slider draws each layer
+    from that capture: no forward runs, and each grid equals the model's own attention of that
+    layer (a fresh capture of it, outside the app)."""
+    import gc
+    import importlib
+
+    from attention_viz.loading import load_model
+    from attention_viz.policy import MaskPolicy
+
+    capture_module = importlib.import_module("attention_viz.capture")  # the module, not the function
+    text = "The cat sat on the mat because it was tired."
+    app = AppTest.from_file(str(ROOT / "pages" / PAGE), default_timeout=180)
+    app.query_params["model"] = "minilm"
+    app.query_params["text"] = text
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert gc.get_freeze_count() > 0, "the loaded model is frozen out of the collector's walk"
+    forwards = []
+    original = capture_module.run_forward
+    monkeypatch.setattr(
+        capture_module, "run_forward", lambda *args, **kwargs: forwards.append(1) or original(*args, **kwargs)
+    )
+    reference = capture_module.capture(load_model("minilm"), [text], policy=MaskPolicy(), effect=False)
+    assert forwards, "the counter sees a capture's forward"
+    forwards.clear()
+    for layer in (1, 2, 5, 3):
+        app.slider(key="ex_layer").set_value(layer).run()
+        assert not app.exception
+        expected = reference.layer(layer).weights[0]
+        for head, panel in enumerate(grid_panels(app)):
+            np.testing.assert_allclose(panel, expected[head].numpy(), atol=1e-6)
+    assert forwards == [], f"{len(forwards)} forwards ran while moving through the layers"
