@@ -7,8 +7,14 @@ import streamlit as st
 # The models ship inside installed packages: never reach for a model hub at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# torch's OpenMP threads spin for a while at the end of each parallel step before they sleep.
+# When other work shares the cores (many students' runs, a browser on the same laptop), a spinning
+# thread waits for a partner that is not running: a short text's capture then cost 0.78 s of CPU
+# against 0.43 s with a short spin (benchmarks, two busy cores), and no more time on idle cores.
+# Read once, when torch loads its OpenMP library.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-# Imported after the two settings above: ui.state imports transformers, which reads them once.
+# Imported after the settings above: ui.state imports transformers (and torch), which read them once.
 from attention_viz.i18n import _  # noqa: E402
 from ui.state import language_of_run  # noqa: E402
 

@@ -31,11 +31,13 @@ __all__ = [
     "OverBudget",
     "capture",
     "check_budget",
+    "default_output",
     "effect_of",
     "encode",
     "effect_bytes",
     "estimate_bytes",
     "memory_estimate",
+    "output_bytes",
     "parity_delta",
     "resolve_policy",
 ]
@@ -298,17 +300,24 @@ def estimate_bytes(layers: int, heads: int, length: int, batch: int) -> int:
     return layers * heads * length * length * batch * STAGES_KEPT * BYTES_PER_VALUE
 
 
-def effect_bytes(model: LoadedModel, length: int, batch: int) -> int:
-    """Memory the output effect holds: the two outputs it compares (a decoder's logits are
-    batch × T × vocabulary: 400 MB for one 2048-token text of SmolLM2), and the log-probabilities
-    of one chunk of positions it works on at a time.
-    """
+def output_bytes(model: LoadedModel, length: int, batch: int) -> int:
+    """One output of the model: a decoder's logits ``(B, T, vocabulary)`` (400 MB for one
+    2048-token text of SmolLM2), an encoder's last hidden state ``(B, T, D)``."""
     config = model.model.config
+    width = config.vocab_size if model.decoder else config.hidden_size
+    return batch * length * width * BYTES_PER_VALUE
+
+
+def effect_bytes(model: LoadedModel, length: int, batch: int) -> int:
+    """Memory the output effect holds: the two outputs it compares (:func:`output_bytes`), and,
+    for a decoder, the log-probabilities of one chunk of positions it works on at a time.
+    """
     if not model.decoder:
-        return EFFECT_OUTPUTS * batch * length * config.hidden_size * BYTES_PER_VALUE
+        return EFFECT_OUTPUTS * output_bytes(model, length, batch)
     chunk = min(length, POSITIONS_PER_CHUNK)
-    per_position = batch * config.vocab_size * BYTES_PER_VALUE  # one (B, 1, V) slice
-    return EFFECT_OUTPUTS * length * per_position + EFFECT_CHUNK_TENSORS * chunk * per_position
+    return EFFECT_OUTPUTS * output_bytes(model, length, batch) + EFFECT_CHUNK_TENSORS * output_bytes(
+        model, chunk, batch
+    )
 
 
 @dataclass(frozen=True)
@@ -596,16 +605,28 @@ def run_forward(
 
 
 def policy_effect(
-    model: LoadedModel, encoded: Encoded, policy: MaskPolicy, output: torch.Tensor | None = None
+    model: LoadedModel,
+    encoded: Encoded,
+    policy: MaskPolicy,
+    output: torch.Tensor | None = None,
+    reference_output: torch.Tensor | None = None,
 ) -> OutputEffect:
     """How the output under ``policy`` differs from the output under the model's default masks.
 
-    ``output`` is the policy's forward output if already computed; otherwise it is run here.
+    ``output`` is the policy's forward output and ``reference_output`` the default masks' one
+    (:func:`default_output`), each ``(B, T, V)`` logits or ``(B, T, D)`` hidden states, if already
+    computed; a missing one is run here.
     """
     if output is None:
         output = run_forward(model, encoded, policy, [])[3]
     reference = policy.model_default(model.decoder)
-    reference_output = output if reference == policy else run_forward(model, encoded, reference, [])[3]
+    if reference_output is None:
+        reference_output = output if reference == policy else run_forward(model, encoded, reference, [])[3]
+    elif reference_output.shape != output.shape:
+        raise ValueError(
+            f"reference_output has shape {tuple(reference_output.shape)}, but this policy's output "
+            f"has {tuple(output.shape)}: it must come from default_output() on the same texts and batching."
+        )
     return measure_effect(model, encoded.attention_mask, output, reference_output, reference)
 
 
@@ -663,13 +684,33 @@ def resolve_policy(model: LoadedModel, policy: object) -> MaskPolicy:
         raise UserFacingError(str(error)) from error
 
 
-def effect_of(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> OutputEffect:
-    """The output effect alone (two plain forwards, no attention captured), for the app's panel."""
+def effect_of(
+    model: LoadedModel, texts: list[str], policy: MaskPolicy, reference_output: torch.Tensor | None = None
+) -> OutputEffect:
+    """The output effect alone (plain forwards, no attention captured), for the app's panel.
+
+    ``reference_output``: :func:`default_output` of the same texts and batching, if kept from an
+    earlier call (it is the same for every mask of a text); else run here. Two forwards without
+    it, one with it.
+    """
     policy = resolve_policy(model, policy)
     texts = checked_texts(texts)
     encoded = encode(model, texts, policy)
     check_budget(model, 0, encoded.input_ids.shape[1], encoded.input_ids.shape[0], effect=True)
-    return policy_effect(model, encoded, policy)
+    return policy_effect(model, encoded, policy, reference_output=reference_output)
+
+
+def default_output(model: LoadedModel, texts: list[str], policy: MaskPolicy) -> torch.Tensor:
+    """The output under the model's default masks with ``policy``'s batching (padding side,
+    length, packing): what every output effect of these texts is measured against.
+
+    Shape: ``(B, T, V)`` logits of a decoder or ``(B, T, D)`` last hidden state of an encoder.
+    """
+    reference = resolve_policy(model, policy).model_default(model.decoder)
+    texts = checked_texts(texts)
+    encoded = encode(model, texts, reference)
+    check_budget(model, 0, encoded.input_ids.shape[1], encoded.input_ids.shape[0], effect=True)
+    return run_forward(model, encoded, reference, [])[3]
 
 
 def capture(
@@ -678,6 +719,7 @@ def capture(
     layers: list[int] | None = None,
     policy: MaskPolicy | None = None,
     effect: bool = True,
+    reference_output: torch.Tensor | None = None,
 ) -> Capture:
     """Run ``model`` once on ``texts`` under ``policy`` and capture the requested layers.
 
@@ -688,6 +730,8 @@ def capture(
         policy: the masks; None = the model's own (``MaskPolicy()``: causal for a decoder, none
             for an encoder, padding masked). A ``causal`` of None is the model's choice.
         effect: also measure the output change against the model's default masks.
+        reference_output: with ``effect``, :func:`default_output` of the same texts and batching
+            if kept from an earlier call (``(B, T, V)`` or ``(B, T, D)``); else run here.
 
     Raises:
         TypeError: an argument of the wrong type (a text that is not a string, a layer that is
@@ -708,7 +752,7 @@ def capture(
         model, encoded, policy, layers, need_output=effect
     )
 
-    measured = policy_effect(model, encoded, policy, output) if effect else None
+    measured = policy_effect(model, encoded, policy, output, reference_output) if effect else None
     return Capture(
         model_name=model.name,
         decoder=model.decoder,

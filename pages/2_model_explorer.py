@@ -112,8 +112,10 @@ stage = st.session_state["ex_stage"]
 # Once rollout has captured every layer of these texts under these masks (a short text, by
 # default), the shown layer comes from that capture, so moving the Layer slider runs no model. A
 # new text or mask is first captured in the shown layer only, so its charts come at once.
+# ex_every_layer names those inputs and whether that capture measured the output effect too.
 inputs = (model_name, texts, policy)
-every_layer = st.session_state.get("ex_every_layer") == inputs
+every_layer, with_effect = st.session_state.get("ex_every_layer") or (None, False)
+every_layer = every_layer == inputs
 result = run_or_stop(
     partial(
         cache.capture,
@@ -121,6 +123,7 @@ result = run_or_stop(
         texts,
         tuple(range(loaded.num_layers)) if every_layer else (layer,),
         policy,
+        every_layer and with_effect,
     ),
     _("Running the model…"),
 )
@@ -310,14 +313,19 @@ with rollout_col:
         value=short,
         help=_("Captures every layer: fast for short texts, heavier for long ones."),
     )
+    # A short text's capture of every layer measures the output effect in the same forward, if
+    # the effect is wanted (the toggle below, read before it is drawn: its value or its default).
+    short_for_effect = len(tokens) <= EFFECT_DEFAULT_MAX_TOKENS
+    effect_key = "ex_effect" if short_for_effect else "ex_effect_long"
+    shared_effect = short and rollout_on and bool(st.session_state.get(effect_key, short_for_effect))
     if rollout_on:
-        rollout = run_or_stop(
-            partial(cache.rollout, model_name, texts, policy),
+        rollout, effect = run_or_stop(
+            partial(cache.rollout, model_name, texts, policy, shared_effect),
             _("Capturing every layer…"),
             can_choose_layers=False,
         )
         # Its capture of every layer is cached now; a long one is too big to copy out on every rerun.
-        st.session_state["ex_every_layer"] = inputs if short else None
+        st.session_state["ex_every_layer"] = (inputs, shared_effect) if short else None
         st.plotly_chart(
             heatmap(
                 rollout[item],
@@ -340,11 +348,10 @@ with rollout_col:
         )
 
 st.subheader(_("What the masks change in the output"))
-short_for_effect = len(tokens) <= EFFECT_DEFAULT_MAX_TOKENS
 # Separate keys, as for rollout: on by default for short texts, opt-in (and remembered) for long ones.
 effect_on = st.toggle(
     _("Compare the output with the model's default masks"),
-    key="ex_effect" if short_for_effect else "ex_effect_long",
+    key=effect_key,
     value=short_for_effect,
     help=_(
         "Runs the whole model twice more (these masks and the default ones): instant for short "
@@ -353,7 +360,7 @@ effect_on = st.toggle(
 )
 if not effect_on:
     effect = None
-else:
+elif not shared_effect:
     effect = run_or_stop(
         partial(cache.effect, model_name, texts, policy), _("Comparing with the default masks…")
     )

@@ -66,3 +66,53 @@ def test_the_next_token_table_shows_no_byte_alphabet_markers(smollm2):
     (newline,) = tokenizer("\n")["input_ids"]
     assert tokenizer.convert_ids_to_tokens([cat, newline]) == ["Ġcat", "Ċ"]
     assert _top_labels(tokenizer, [cat, newline]) == ["cat", "↵"]
+
+
+POLICIES = [
+    MaskPolicy(causal=False, padding_side="left"),
+    MaskPolicy(padding_mask=False, padding_side="left"),
+    MaskPolicy(window=3),
+    MaskPolicy(pack=True, document_mask=False),
+]
+
+
+def test_a_kept_default_output_gives_the_same_effect_as_running_it_again(smollm2):
+    """The default masks' output of a text, kept from an earlier call, is the reference every
+    effect of that text is measured against: the same KL, flips and top tokens as running it anew."""
+    from attention_viz.capture import default_output, effect_of, encode, run_forward
+
+    texts = ["The cat sat on the mat because it was tired.", "Hello there"]
+    for policy in POLICIES:
+        kept = default_output(smollm2, texts, policy)
+        # Independent reference: the forward under the model's own masks, with this batching.
+        default_policy = policy.for_model(smollm2.decoder).model_default(smollm2.decoder)
+        expected = run_forward(smollm2, encode(smollm2, texts, default_policy), default_policy, [])[3]
+        torch.testing.assert_close(kept, expected, atol=0, rtol=0)
+
+        # A capture's own forward (its recorded layer computed by the reference implementation)
+        # and a plain forward agree to float32 rounding, not bit for bit: compare like with like.
+        pairs = [
+            (
+                capture(smollm2, texts, layers=[0], policy=policy).effect,
+                capture(smollm2, texts, layers=[0], policy=policy, reference_output=kept).effect,
+            ),
+            (effect_of(smollm2, texts, policy), effect_of(smollm2, texts, policy, reference_output=kept)),
+        ]
+        for anew, with_kept in pairs:
+            torch.testing.assert_close(with_kept.kl, anew.kl, atol=0, rtol=0)
+            assert with_kept.flips.tolist() == anew.flips.tolist()
+            assert with_kept.top_tokens == anew.top_tokens
+            assert with_kept.reference_top_tokens == anew.reference_top_tokens
+            assert float(anew.kl.max()) > 0, f"{policy.describe()} changes the output"
+
+
+def test_a_default_output_of_other_texts_is_refused(smollm2, minilm):
+    import pytest
+
+    from attention_viz.capture import default_output, effect_of
+
+    kept = default_output(smollm2, ["A much longer text than the other one here."], MaskPolicy())
+    with pytest.raises(ValueError, match="default_output"):
+        effect_of(smollm2, ["Short."], MaskPolicy(causal=False), reference_output=kept)
+    encoder_kept = default_output(minilm, ["The cat sat"], MaskPolicy())
+    assert encoder_kept.shape == (1, 5, minilm.model.config.hidden_size)  # [CLS] the cat sat [SEP]

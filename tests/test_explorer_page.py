@@ -153,3 +153,55 @@ def test_moving_through_the_layers_of_a_short_text_runs_no_model_and_shows_each_
         for head, panel in enumerate(grid_panels(app)):
             np.testing.assert_allclose(panel, expected[head].numpy(), atol=1e-6)
     assert forwards == [], f"{len(forwards)} forwards ran while moving through the layers"
+
+
+def test_a_toggle_runs_the_model_once_and_the_output_effect_is_the_models(monkeypatch):
+    """A short text's mask toggle measures the output effect in the forward that captures every
+    layer for rollout, against the default masks' output kept from the text's first toggle: one
+    forward for the new masks, besides the shown layer's. The numbers shown are the model's own
+    (an independent capture outside the app)."""
+    import importlib
+
+    from attention_viz.loading import load_model
+    from attention_viz.policy import MaskPolicy
+
+    capture_module = importlib.import_module("attention_viz.capture")  # the module, not the function
+    texts = ["The cat sat on the mat because it was tired.", "Hi there"]
+    app = AppTest.from_file(str(ROOT / "pages" / PAGE), default_timeout=180)
+    app.query_params.update({"model": "smollm2", "text": texts, "side": "left"})
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    forwards = []
+    original = capture_module.run_forward
+    monkeypatch.setattr(
+        capture_module,
+        "run_forward",
+        lambda model, encoded, policy, layers, *rest, **kwargs: (
+            forwards.append(len(layers)) or original(model, encoded, policy, layers, *rest, **kwargs)
+        ),
+    )
+
+    def shown() -> tuple[float, int]:
+        metrics = {metric.proto.label: metric.proto.body for metric in app.get("metric")}
+        kl = next(value for label, value in metrics.items() if label.startswith("KL"))
+        flips = next(value for label, value in metrics.items() if "flips" in label)
+        return float(kl), int(flips)
+
+    smollm2 = load_model("smollm2")
+    for step, (key, value, policy) in enumerate(
+        [
+            ("ex_causal", False, MaskPolicy(causal=False, padding_side="left")),
+            ("ex_padding", False, MaskPolicy(causal=False, padding_mask=False, padding_side="left")),
+        ]
+    ):
+        forwards.clear()
+        app.toggle(key=key).set_value(value).run()
+        assert not app.exception, [e.value for e in app.exception]
+        # The shown layer (0: a partial forward), every layer with the output, and on the text's
+        # first toggle the default masks' output, kept for the next ones.
+        assert forwards == ([1, 0, 30] if step == 0 else [1, 30]), forwards
+        expected = capture_module.capture(smollm2, texts, layers=[0], policy=policy).effect
+        position = app.session_state["ex_position"]
+        kl, flips = shown()
+        assert kl == pytest.approx(float(expected.kl[0, position]), abs=1e-4)
+        assert flips == int(expected.flips[0]) > 0

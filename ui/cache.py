@@ -10,12 +10,13 @@ the English words another session cached. Results that hold only numbers and tok
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 
 import streamlit as st
 import torch
 
-from attention_viz.capture import Capture, effect_of
+from attention_viz.capture import Capture, default_output, effect_of, output_bytes
 from attention_viz.capture import capture as run_capture
 from attention_viz.effect import OutputEffect
 from attention_viz.errors import UserFacingError
@@ -35,6 +36,12 @@ from attention_viz.stats import head_statistics
 # (ATTNVIZ_MEMORY_BUDGET_MB) at 2048 tokens, so keep few of them: at most entries × budget.
 PLAYGROUND_CACHE_ENTRIES = 64
 CAPTURE_CACHE_ENTRIES = 8
+# The default masks' output of a text is what every output effect of it is measured against, so
+# it is kept across toggles: one forward less per toggle. Only small ones (a decoder's logits are
+# B × T × vocabulary floats: 8 MB for two 20-token texts of SmolLM2), one per student of a class
+# of 30 working at once: at most entries × size, 256 MB.
+DEFAULT_OUTPUT_ENTRIES = 32
+DEFAULT_OUTPUT_MAX_BYTES = 8 * 2**20
 RESULT_TTL_SECONDS = 3600
 # A model folder a host is fixing is read again after this long.
 MODEL_SUMMARY_TTL_SECONDS = 30
@@ -84,31 +91,81 @@ def _model_summary(name: str, lang: str) -> tuple[ModelInfo | None, str | None, 
 
 
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
-def capture(model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], policy: MaskPolicy) -> Capture:
-    """Cached :func:`attention_viz.capture.capture` on the shared model."""
-    # The output effect is measured separately (effect below), so the heatmaps never wait for it.
-    return run_capture(model(model_name), list(texts), layers=list(layers), policy=policy, effect=False)
+def capture(
+    model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], policy: MaskPolicy, effect: bool = False
+) -> Capture:
+    """Cached :func:`attention_viz.capture.capture` on the shared model.
+
+    Without ``effect`` (the heatmaps never wait for it) the forward stops after the last captured
+    layer. With it, the same forward's output is compared with the default masks' (kept by
+    :func:`reference`); the effect's label is in the language of the run that made it, so read it
+    through :func:`rollout`.
+    """
+    loaded = model(model_name)
+    kept = reference(model_name, texts, policy) if effect else None
+    return run_capture(
+        loaded, list(texts), layers=list(layers), policy=policy, effect=effect, reference_output=kept
+    )
+
+
+def reference(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> torch.Tensor | None:
+    """The model's output under its default masks with ``policy``'s batching, cached across the
+    toggles of a text. None if ``policy`` is the default (its own output is the reference) or if
+    the output is too big to keep (the caller then runs it itself)."""
+    loaded = model(model_name)
+    default_policy = policy.model_default(loaded.decoder)
+    if policy.for_model(loaded.decoder) == default_policy:
+        return None
+    rows = 1 if policy.pack else len(texts)
+    # Every row is cut or padded to max_length if set; else to the longest, counted before truncation.
+    length = policy.max_length or token_count(model_name, texts, policy.pack)
+    if output_bytes(loaded, length, rows) > DEFAULT_OUTPUT_MAX_BYTES:
+        return None
+    return _reference(model_name, texts, default_policy)
+
+
+@st.cache_data(max_entries=DEFAULT_OUTPUT_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def _reference(model_name: str, texts: tuple[str, ...], default_policy: MaskPolicy) -> torch.Tensor:
+    return default_output(model(model_name), list(texts), default_policy)
+
+
+def rollout(
+    model_name: str, texts: tuple[str, ...], policy: MaskPolicy, effect: bool = False
+) -> tuple[torch.Tensor, OutputEffect | None]:
+    """Attention rollout through every layer, ``(B, T, T)``, from the cached capture of every layer
+    (the explorer's own, for a short text), and with ``effect`` the output effect that the same
+    forward measured (else None), its label in the run's language: one forward serves both.
+    """
+    rolled, measured = _rollout(model_name, texts, policy, effect)
+    if measured is not None:
+        # Its label was written in the language of the run that captured it.
+        default_policy = policy.model_default(model(model_name).decoder)
+        measured = dataclasses.replace(measured, reference_label=default_policy.describe())
+    return rolled, measured
 
 
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
-def rollout(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> torch.Tensor:
-    """Attention rollout through every layer, ``(B, T, T)``, from the cached capture of every layer
-    (the explorer's own, for a short text), kept apart so a rerun copies only this out of the cache."""
+def _rollout(
+    model_name: str, texts: tuple[str, ...], policy: MaskPolicy, effect: bool
+) -> tuple[torch.Tensor, OutputEffect | None]:
+    # Kept apart from the capture, so a rerun copies only these out of the cache.
     layers = tuple(range(model(model_name).num_layers))
-    everything = capture(model_name, texts, layers, policy)
-    return attention_rollout([everything.layer(layer).weights for layer in layers])
+    everything = capture(model_name, texts, layers, policy, effect)
+    return attention_rollout([everything.layer(layer).weights for layer in layers]), everything.effect
 
 
 def effect(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> OutputEffect:
     """Cached :func:`attention_viz.capture.effect_of`: what the masks change in the output (its
-    ``reference_label`` in the run's language)."""
+    ``reference_label`` in the run's language), against the default masks' output kept by
+    :func:`reference`."""
     return _effect(model_name, texts, policy, get_language())
 
 
 @st.cache_data(max_entries=PLAYGROUND_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
 def _effect(model_name: str, texts: tuple[str, ...], policy: MaskPolicy, lang: str) -> OutputEffect:
     with language(lang):
-        return effect_of(model(model_name), list(texts), policy)
+        kept = reference(model_name, texts, policy)
+        return effect_of(model(model_name), list(texts), policy, reference_output=kept)
 
 
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
