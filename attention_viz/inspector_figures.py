@@ -29,7 +29,7 @@ from attention_viz.figures import (
     merge_layout,
     trace,
 )
-from attention_viz.geometry import ticks_for
+from attention_viz.geometry import LINE_HEIGHT, label_width, ticks_for
 from attention_viz.i18n import N_, _
 from attention_viz.inspector import CellInspection
 
@@ -73,6 +73,7 @@ NEGATIVE_COLOUR = "#2166ac"  # blue, as negative scores are drawn
 BAR_COLOUR = "#3b528b"
 OUTPUT_TERMS = 8  # the output equation lists this many keys, then "+ …"
 BAR_OUTLINE = {"color": "#E5ECF6", "width": 0.5}  # as plotly's default template outlined bars
+X_TITLE_STANDOFF_PX = 10  # between the x-axis tick labels and the axis title
 
 
 def _number(value: float, digits: int = 4) -> str:
@@ -105,6 +106,39 @@ def _significant(value: float) -> str:
     return f"{value:.4g}"
 
 
+# Between the plot area and its tick labels: the margin's pad and the tick's own gap.
+TICK_GAP_PX = 14
+# The finest tick step plotly picks on these short value axes: about a tenth of the range.
+FINEST_TICKS = 10
+
+
+def _value_labels_px(series: list[np.ndarray], font_px: float) -> float:
+    """The width of the widest tick label plotly writes on one value axis showing ``series`` (and
+    0, where bars start): the extremes written with the decimals of its finest step.
+
+    The figures size their margins themselves (no ``automargin``): plotly would otherwise measure
+    every label after drawing and draw the figure again, which doubled an inspector figure's time.
+    """
+    finite = [values[np.isfinite(values)] for values in series]
+    low = min([0.0, *(float(values.min()) for values in finite if values.size)])
+    high = max([0.0, *(float(values.max()) for values in finite if values.size)])
+    span = (high - low) or 1.0
+    decimals = max(0, -math.floor(math.log10(span / FINEST_TICKS)))
+    if decimals > 4 or max(-low, high) >= 1e5:
+        return label_width("−0.0000", font_px)  # plotly switches to a short SI or exponent form
+    return max(label_width(f"−{abs(value):.{decimals}f}"[value >= 0 :], font_px) for value in (low, high))
+
+
+def _margins_for(left_labels_px: float, below_px: float) -> dict:
+    """Margins that fit the value axis's labels on the left and ``below_px`` under the last panel."""
+    return {"l": round(left_labels_px + TICK_GAP_PX), "b": round(below_px)}
+
+
+def _x_title_px(style: FigureStyle) -> float:
+    """Below the tick labels: the x-axis title at its standoff, then a little air."""
+    return X_TITLE_STANDOFF_PX + (style.tick_size + 1) * LINE_HEIGHT + 6
+
+
 def _layout(style: FigureStyle, width_px: float | None, height: float) -> dict:
     """The size, margins and fonts every inspector figure shares."""
     return {
@@ -120,7 +154,13 @@ def _layout(style: FigureStyle, width_px: float | None, height: float) -> dict:
 
 
 def _x_axis(style: FigureStyle) -> dict:
-    return {"tickfont": {"size": style.tick_size}, "showgrid": False, "zeroline": False}
+    return {
+        "tickfont": {"size": style.tick_size},
+        "showgrid": False,
+        "zeroline": False,
+        "automargin": False,
+        "title": {"standoff": X_TITLE_STANDOFF_PX},
+    }
 
 
 def _y_axis(style: FigureStyle) -> dict:
@@ -129,6 +169,7 @@ def _y_axis(style: FigureStyle) -> dict:
         "gridcolor": "#eeeeee",
         "zeroline": True,
         "zerolinecolor": "#888888",
+        "automargin": False,
     }
 
 
@@ -210,7 +251,11 @@ def vector_figure(
         hovertemplate=_(PRODUCT_HOVER),
     )
     presentation = style.font_size >= 18
-    height = (3 * 150 if presentation else 3 * 115) + 4 * (style.font_size + 2) * 2
+    below = style.tick_size * LINE_HEIGHT + _x_title_px(style)  # the dimensions, then the title
+    height = (3 * 150 if presentation else 3 * 115) + 4 * (style.font_size + 2) * 2 + below
+    layout = _layout(style, width_px, height)
+    left = max(_value_labels_px([values], style.tick_size) for values in (q_bars["y"], k_bars["y"], product))
+    layout["margin"].update(_margins_for(left, below))
     return _stacked(
         [[q_bars], [k_bars], [product_bars]],
         [
@@ -221,7 +266,7 @@ def vector_figure(
         0.12,
         style,
         {
-            **_layout(style, width_px, height),
+            **layout,
             "xaxis3": {"title": {"text": _(DIMENSION_AXIS), "font": {"size": style.tick_size + 1}}},
         },
     )
@@ -299,10 +344,12 @@ def softmax_figure(
     )
     presentation = style.font_size >= 18
     ticks, below = _key_ticks(cell, width_px, style)
-    below += (style.tick_size + 1) * 1.8 + 10  # the axis title
+    below += _x_title_px(style)
     panels = 2 * 190 if presentation else 2 * 150
     layout = _layout(style, width_px, panels + 2 * (style.font_size + 2) * 2 + below)
-    layout["margin"]["b"] = round(below)
+    weights_axis = np.array([0.0, 1.15])  # its fixed range, below
+    left = max(_value_labels_px([values], style.tick_size) for values in (scores[allowed], weights_axis))
+    layout["margin"].update(_margins_for(left, below))
     key_axis = {"range": [-0.5, len(keys) - 0.5], **ticks}
     return _stacked(
         [score_traces, [weight_bars]],
@@ -365,10 +412,17 @@ def output_figure(
         ),
     ]
     presentation = style.font_size >= 18
-    layout = _layout(style, width_px, 300 if presentation else 240)
+    below = style.tick_size * LINE_HEIGHT + _x_title_px(style)
+    layout = _layout(style, width_px, (300 if presentation else 240) + below)
     layout["margin"]["t"] = 10 + (style.font_size + 2) * 4
+    left = _value_labels_px([bars[0]["y"], bars[1]["y"]], style.tick_size)
+    layout["margin"].update(_margins_for(left, below))
     x_axis = _x_axis(style)
-    x_axis["title"] = {"text": _(DIMENSION_AXIS), "font": {"size": style.tick_size + 1}}
+    x_axis["title"] = {
+        "text": _(DIMENSION_AXIS),
+        "font": {"size": style.tick_size + 1},
+        "standoff": X_TITLE_STANDOFF_PX,
+    }
     layout.update(
         showlegend=True,
         legend={

@@ -638,6 +638,37 @@ def overlapping_tick_labels(page, key: str, allowance_px: float = 0.5) -> list[s
     return found
 
 
+_CLIPPED_LABELS_JS = """
+([key, allowance]) => {
+    const el = document.querySelector(`.st-key-${key} .js-plotly-plot`);
+    if (el === null) return null;
+    const frame = el.querySelector("svg.main-svg").getBoundingClientRect();
+    const clipped = [];
+    for (const text of el.querySelectorAll("g[class] > text")) {
+        const group = text.parentNode.getAttribute("class");
+        // Tick labels ("x2tick") and axis titles ("g-x3title"); colour bars have their own ticks.
+        if (!/^[xy]\\d*tick$|^g-[xy]\\d*title$/.test(group)) continue;
+        if (text.textContent.trim() === "") continue;
+        const box = text.getBoundingClientRect();
+        if (box.width === 0 || box.height === 0) continue;
+        const out = Math.max(frame.left - box.left, box.right - frame.right, frame.top - box.top,
+                             box.bottom - frame.bottom);
+        if (out > allowance) clipped.push(`${group} ${JSON.stringify(text.textContent)} by ${out.toFixed(1)} px`);
+    }
+    return clipped;
+}
+"""
+
+
+def clipped_labels(page, key: str, allowance_px: float = 4.0) -> list[str]:
+    """Tick labels and axis titles of chart ``key`` that reach past the edge of its figure by more
+    than ``allowance_px`` (the figures size their own margins: nothing may be cut off; a text's box
+    holds its line's leading, a few px of blank below the letters); empty if none do."""
+    clipped = page.evaluate(_CLIPPED_LABELS_JS, [key, allowance_px])
+    assert clipped is not None, f"no chart {key}"
+    return [f"{key}: {label} is cut off" for label in clipped]
+
+
 def chart_keys(page) -> list[str]:
     """The keys of every drawn Plotly chart on the page (its Streamlit element's ``st-key-``)."""
     return page.evaluate(

@@ -24,6 +24,7 @@ from .conftest import (
     cell_value,
     chart_keys,
     click_toggle,
+    clipped_labels,
     fixed4,
     hover_cell,
     overlapping_tick_labels,
@@ -54,8 +55,12 @@ VIEWPORTS = [(1400, 900), (1920, 1080)]
 # Each page: its path, how many charts it draws at least (to wait for), and the charts that must
 # be among those checked (every chart on the page is checked).
 PAGES = {
-    "playground": ("/", 2, {PG_HEADS, "pg_mask_chart"}),
-    "explorer": (EXPLORER, 3, {EX_GRID, EX_HEAD}),
+    "playground": (
+        "/",
+        2,
+        {PG_HEADS, "pg_mask_chart", "pg_cell_vectors", "pg_cell_softmax", "pg_cell_output"},
+    ),
+    "explorer": (EXPLORER, 3, {EX_GRID, EX_HEAD, "ex_cell_vectors", "ex_cell_softmax"}),
     "padding_lab": ("/padding_lab", 7, {"pl_heat_0", "pl_heat_1", "pl_heat_2"}),
     "compare": ("/compare", 3, {"cmp_a_chart", "cmp_b_chart", "cmp_diff_chart"}),
 }
@@ -270,6 +275,7 @@ def test_tick_labels_never_overlap_at_any_size_or_in_presentation_mode(streamlit
         for key in chart_keys(page):
             checked.add(key)
             problems.extend(f"{where}: {overlap}" for overlap in overlapping_tick_labels(page, key))
+            problems.extend(f"{where}: {clipped}" for clipped in clipped_labels(page, key))
         if name == "explorer" and presenting and size == VIEWPORTS[1]:
             box = page.locator(f".st-key-{EX_HEAD} .js-plotly-plot .nsewdrag").first.bounding_box()
             if box["width"] < MIN_PRESENTED_HEAD_PX:
