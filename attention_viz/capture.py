@@ -21,6 +21,7 @@ from attention_viz.loading import LoadedModel
 from attention_viz.masks import to_additive
 from attention_viz.policy import MaskPolicy, check_flag, check_prefix, check_whole_number, document_positions
 from attention_viz.settings import load_settings
+from attention_viz.threads import forward_threads
 from attention_viz.tokens import display_tokens
 
 __all__ = [
@@ -590,7 +591,12 @@ def run_forward(
         model_mask = kind_masks  # models with layer_types take one mask per kind of layer
     stop_early = not need_output and bool(layers)
     output = None
-    with model.lock, torch.inference_mode(), recording(layers, stop_when_done=stop_early) as recorder:
+    with (
+        model.lock,
+        forward_threads(encoded.input_ids.numel()),
+        torch.inference_mode(),
+        recording(layers, stop_when_done=stop_early) as recorder,
+    ):
         try:
             outputs = model.model(
                 input_ids=encoded.input_ids,
