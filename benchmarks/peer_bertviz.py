@@ -669,6 +669,33 @@ def ours_cold(browser, url: str, model: str, text: str, length: int) -> dict:
     }
 
 
+FLOOR_APP = PEER_FILES / "streamlit_floor.py"
+FLOOR_CHART = "floor_chart"
+
+
+def streamlit_floor(browser, repeats: int) -> list[float]:
+    """Seconds from navigation start until the chart of ``FLOOR_APP`` is painted, each time in a
+    brand-new browser context, as :func:`ours_cold` opens the explorer: the stack's own share of
+    our cold start (its server started in the repo root, so the app's Streamlit settings apply)."""
+    seconds = []
+    with streamlit_server(FLOOR_APP) as server:
+        for run in range(repeats + 1):  # the first, untimed, warms the server up
+            watched = open_page(browser)
+            page = watched.page
+            page.set_viewport_size(VIEWPORT)
+            page.add_init_script(PAGE_JS)
+            try:
+                page.goto(server.url)
+                painted = page.wait_for_function(
+                    OURS_VIEW_JS, arg=[[FLOOR_CHART], {}, 0], timeout=OURS_TIMEOUT_S * 1000, polling=50
+                ).json_value()["painted"]
+            finally:
+                watched.close()
+            if run:
+                seconds.append(painted / 1000)
+    return seconds
+
+
 def _text(length: int, prefix: str) -> str:
     return english_text(length * CHARS_PER_TOKEN, prefix=prefix, max_chars=URL_TEXT_LIMIT)
 
@@ -807,7 +834,40 @@ LABELS = {"minilm": "all-MiniLM-L6-v2", "smollm2": "SmolLM2-135M"}
 MEASURES = (("first_s", "s"), ("switch_s", "s"), ("cold_s", "s"), ("bytes", "MB"), ("cold_bytes", "MB"))
 
 
-def report(cases: list[Case], args: argparse.Namespace, machine: dict, peer: dict, elapsed: float) -> str:
+def _floor_note(cases: list[Case], floor: list[float] | None) -> list[str]:
+    """The note on Streamlit's floor (``streamlit_floor``), against bertviz's fastest cold open."""
+    if not floor:
+        return []
+    colds = [(_median(case.bertviz, "cold_s"), case) for case in cases if case.bertviz and not case.failure]
+    note = (
+        "- **Streamlit's floor**: a Streamlit page with nothing but a title and one 2 × 2 plotly "
+        "heatmap (`benchmarks/peer/streamlit_floor.py`), opened the same way in a new browser, is "
+        f"painted after {statistics.median(floor):.2f} s (median of {len(floor)}; "
+        f"{min(floor):.2f}–{max(floor):.2f} s)."
+    )
+    if colds:
+        fastest, case = min(colds, key=lambda pair: pair[0])
+        verdict = "less than" if fastest < statistics.median(floor) else "more than"
+        note += (
+            f" bertviz's whole cold open of {LABELS[case.model]} at N = {case.length}, model and page, "
+            f"took {fastest:.2f} s, {verdict} this floor"
+            + (
+                ": at that N, no page built on Streamlit and plotly opens cold as fast as bertviz."
+                if verdict == "less than"
+                else "."
+            )
+        )
+    return [note]
+
+
+def report(
+    cases: list[Case],
+    args: argparse.Namespace,
+    machine: dict,
+    peer: dict,
+    elapsed: float,
+    floor: list[float] | None = None,
+) -> str:
     headers = [
         "model",
         "N",
@@ -899,6 +959,7 @@ def report(cases: list[Case], args: argparse.Namespace, machine: dict, peer: dic
         f"browser first fetches and boots Streamlit's JavaScript and CSS and plotly.js ({static_mb}), "
         "which a user pays once per browser or tab, not per text; afterwards they come from the "
         "cache (Streamlit serves its static files with `cache-control: public, immutable`).",
+        *_floor_note(cases, floor),
         "- **Painted** is the same rule everywhere: the first animation frame after the one that drew "
         'the view (bertviz: its new `<g id="attention">` exists; ours: plotly\'s `plotly_afterplot` '
         "on both charts), so style, layout and paint count for both.",
@@ -1022,7 +1083,10 @@ def main(argv: list[str] | None = None) -> int:
         cases = measure(args, peer, modules)
     finally:
         peer.stop()
-    body = report(cases, args, machine, peer.versions, time.perf_counter() - started)
+    with chromium() as browser:
+        floor = streamlit_floor(browser, args.repeats)
+    print(f"Streamlit's floor: {', '.join(f'{value:.2f}' for value in floor)} s", flush=True)
+    body = report(cases, args, machine, peer.versions, time.perf_counter() - started, floor)
     if args.no_publish:
         print(body)
         return 0
