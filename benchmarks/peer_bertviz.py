@@ -22,8 +22,9 @@ laptop sees per text, and then the cold start once:
   run's prefix (e.g. "Run 2.").
 * **layer switch**: in that same page or tab, from the key press that moves to layer 1
   (ArrowDown on bertviz's Layer dropdown, ArrowRight on our Layer slider) until the new layer is
-  painted. Ours reruns its script (up to 64 tokens the new layer comes from its capture of every
-  layer, made for rollout; longer texts run the model again up to that layer); bertviz already
+  painted. Ours reruns the part of its page the slider belongs to (a Streamlit fragment: not the
+  text box and mask controls above it; up to 64 tokens the new layer comes from its capture of
+  every layer, made for rollout; longer texts run the model again up to that layer); bertviz already
   holds every layer in the page. Ours then goes back to layer 0 (ArrowLeft, untimed), so every run switches 0 -> 1.
 * **opened in a new browser** (the cold start, secondary): each tool on another text of the run
   in a brand-new browser context (empty HTTP cache), the whole page load. bertviz = Python side
@@ -948,8 +949,9 @@ def report(
         "text). Checked: bertviz drew heads × N² lines of layer 0; ours shows N tokens of a longer "
         "text and its URL holds the run's text and length N.",
         "- **Layer switch**: in the same page, from the key press (ArrowDown on bertviz's Layer "
-        "dropdown, ArrowRight on our Layer slider) until layer 1 is painted. Ours reruns its script: "
-        "up to 64 tokens it draws the new layer from its capture of every layer (made for rollout "
+        "dropdown, ArrowRight on our Layer slider) until layer 1 is painted. Ours reruns the part of "
+        "its page the slider belongs to (a Streamlit fragment, not the text box and mask controls "
+        "above it): up to 64 tokens it draws the new layer from its capture of every layer (made for rollout "
         "with the text), longer texts run the model again up to that layer; bertviz holds every "
         "layer in the page and redraws its lines.",
         "- **Opened in a new browser**: the tool opened cold, in a brand-new browser context (empty "

@@ -115,8 +115,8 @@ def views(
     # new text or mask is first captured in the shown layer only, so its charts come at once.
     # ex_every_layer names those inputs and whether that capture measured the output effect too.
     inputs = (model_name, texts, policy)
-    every_layer, with_effect = st.session_state.get("ex_every_layer") or (None, False)
-    every_layer = every_layer == inputs
+    captured_inputs, with_effect = st.session_state.get("ex_every_layer") or (None, False)
+    every_layer = captured_inputs == inputs
     result = run_or_stop(
         partial(
             cache.capture,
@@ -357,8 +357,10 @@ def views(
         key=effect_key,
         value=short_for_effect,
         help=_(
-            "Runs the whole model twice more (these masks and the default ones): instant for short "
-            "texts, about a second per pass at 512 tokens on a laptop CPU."
+            "Compares the output under these masks with the output under the model's default masks: "
+            "up to two more passes of the whole model per toggle (fewer when a short text's passes "
+            "can be reused). Instant for short texts, about a second per pass at 512 tokens on a "
+            "laptop CPU."
         ),
     )
     if not effect_on:
