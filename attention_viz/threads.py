@@ -15,7 +15,8 @@ tokens (rows × len)   2 threads: CPU / wall      1 thread: CPU / wall
 
 So a forward of at most :data:`ONE_THREAD_MAX_TOKENS` tokens runs on one thread: no slower, and
 a third less CPU, which a server shared by a class spends on other students' runs. Longer texts
-keep every core. Threads change no result: each thread count computes the same products.
+keep every core. The thread count can change a result only by float rounding, in the order a
+product's terms are added (tests/test_threads.py: the weights agree to 1e-6).
 """
 
 from __future__ import annotations
@@ -38,14 +39,15 @@ def threads_for(tokens: int) -> int:
 
 @contextlib.contextmanager
 def forward_threads(tokens: int) -> Iterator[None]:
-    """Run the block on :func:`threads_for` ``(tokens)`` threads, then restore this thread's count.
+    """Run the block on :func:`threads_for` ``(tokens)`` threads, then go back to the default.
 
-    torch keeps the count per thread once a thread has used it, so concurrent script runs each set
-    their own; every forward sets it explicitly rather than trusting what a thread inherited.
+    torch keeps the count per thread once a thread has used it, but a new thread starts from the
+    count set last by any thread. So every forward sets its own explicitly, and each sets the
+    default back afterwards (not the count it found: a thread started during another's short
+    forward would find 1 and pass it on).
     """
-    before = torch.get_num_threads()
     torch.set_num_threads(threads_for(tokens))
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(_PROCESS_THREADS)

@@ -1,10 +1,14 @@
 """A short text's forward runs on one thread, a long one on every core, with the same weights."""
 
+import threading
+
 import torch
 
 from attention_viz import threads
 from attention_viz.capture import capture
 from attention_viz.policy import MaskPolicy
+
+EVERY_CORE = threads.threads_for(threads.ONE_THREAD_MAX_TOKENS + 1)  # the process's default
 
 
 def _threads_seen(model, texts):
@@ -18,21 +22,29 @@ def _threads_seen(model, texts):
     return seen, result
 
 
-def test_short_text_runs_on_one_thread_and_restores_the_count(minilm):
-    before = torch.get_num_threads()
+def test_short_text_runs_on_one_thread_then_the_default_is_back(minilm):
     seen, result = _threads_seen(minilm, ["The cat sat on the mat.", "A dog barked."])
     assert result.input_ids.numel() <= threads.ONE_THREAD_MAX_TOKENS
     assert seen == [1]
-    assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == EVERY_CORE
 
 
 def test_long_text_keeps_every_core(minilm):
-    before = torch.get_num_threads()
     long_text = " ".join(["the river keeps moving past the old mill"] * 12)
     seen, result = _threads_seen(minilm, [long_text])
     assert result.input_ids.numel() > threads.ONE_THREAD_MAX_TOKENS
-    assert seen == [before]
-    assert torch.get_num_threads() == before
+    assert seen == [EVERY_CORE]
+    assert torch.get_num_threads() == EVERY_CORE
+
+
+def test_a_thread_started_after_a_short_forward_starts_from_the_default(minilm):
+    """torch starts a new thread (Streamlit's next script run) from the count set last by any thread."""
+    capture(minilm, ["Short."], [0], MaskPolicy(), effect=False)
+    counts = []
+    worker = threading.Thread(target=lambda: counts.append(torch.get_num_threads()))
+    worker.start()
+    worker.join()
+    assert counts == [EVERY_CORE]
 
 
 def test_one_thread_gives_the_weights_of_every_core(minilm, monkeypatch):
