@@ -100,10 +100,15 @@ def _tex(value: float, digits: int = 4) -> str:
 
 
 def _significant(value: float) -> str:
-    """A positive sum of exponentials to 4 significant digits, as LaTeX."""
+    """A positive sum of exponentials to 4 significant digits, as LaTeX (``1.544 \\times 10^{5}``,
+    never Python's ``1.544e+05``, which LaTeX would set as the letter e plus 05)."""
     if value == 0 or not 1e-3 <= abs(value) < 1e6:
         return _tex(value, 4)
-    return f"{value:.4g}"
+    text = f"{value:.4g}"
+    if "e" in text:  # from 10^4 up, 4 significant digits need an exponent
+        mantissa, exponent = text.split("e")
+        return rf"{mantissa} \times 10^{{{int(exponent)}}}"
+    return text
 
 
 # Between the plot area and its tick labels: the margin's pad and the tick's own gap.
@@ -466,9 +471,12 @@ def chain_latex(cell: CellInspection) -> str:
     else:
         shift = f" - {_tex(cell.shift)}" if cell.shift else ""
         exponent = _tex(cell.masked_score) + shift
+        # Two lines: with a weight in scientific notation one line is wider than a laptop's column.
         lines.append(
             rf"w_{{{ij}}} &= \frac{{e^{{{exponent}}}}}{{\sum_{{k}} e^{{s_{{{i},k}} + M_{{{i},k}}{shift}}}}}"
-            rf" = \frac{{{_significant(cell.numerator)}}}{{{_significant(cell.denominator)}}} = {_tex(cell.weight)}"
+        )
+        lines.append(
+            rf"&= \frac{{{_significant(cell.numerator)}}}{{{_significant(cell.denominator)}}} = {_tex(cell.weight)}"
         )
     return r"\begin{aligned}" + r" \\ ".join(lines) + r"\end{aligned}"
 

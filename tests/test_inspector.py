@@ -9,6 +9,7 @@ to the callback that turns it into the inspected cell.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -388,3 +389,17 @@ def test_the_inspector_says_rope_only_for_a_model_that_uses_it(smollm2, minilm):
     assert "absolute position embeddings" not in captions["smollm2"]
     assert "absolute position embeddings" in captions["minilm"]
     assert "RoPE" not in captions["minilm"]
+
+
+def test_the_chain_writes_large_sums_as_powers_of_ten_never_as_python_exponents(playground):
+    """A softmax denominator of 154,400 is 1.544 × 10^5: LaTeX would set "1.544e+05" as e plus 05."""
+    cell = inspect_playground(playground, 0, 1, 4, 2)
+    scores = torch.full_like(cell.row_scores, -math.inf)  # e^score is each key's term of the sum
+    scores[cell.key] = math.log(365.0)
+    scores[(cell.key + 1) % len(scores)] = math.log(154_400.0 - 365.0)
+    cell = dataclasses.replace(cell, row_scores=scores, shift=0.0)
+    latex = chain_latex(cell)
+    assert r"\frac{365}{1.544 \times 10^{5}}" in latex
+    assert "e+" not in latex and "e-" not in latex
+    # The weight's line is split from its definition, so neither runs past a laptop's column.
+    assert latex.count(r"\\") == 4
