@@ -87,7 +87,7 @@ def ticks_for(tokens: list[str], cell_px: float, font_px: float, axis: str, firs
         return Ticks(picks, text, 0, widest + 8)
     upright = [short_label(t) for t in tokens]
     if max(label_width(t, font_px) for t in upright) + 6 <= cell_px:
-        return Ticks(list(range(count)), upright, 0, line + 4)
+        return Ticks(list(range(count)), upright, 0, line + 8)  # plotly sets labels a few px off the axis
     return Ticks(picks, text, -90, widest + 8)
 
 
@@ -166,7 +166,7 @@ def frame(
     gap_x = 14.0 + right_extra_px
     # First pass with every label, then again with the thinned labels' real widths.
     y_extent = max(label_width(short_label(t), font_px) for t in query_tokens or [""]) + 8
-    x_extent = font_px * LINE_HEIGHT + 4
+    x_extent = font_px * LINE_HEIGHT + 8
     for _ in range(2):
         left = 8.0 + y_extent + axis_title_px
         free_w = width_px - left - right - (cols - 1) * gap_x

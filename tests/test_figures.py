@@ -10,7 +10,14 @@ import pytest
 import torch
 from apptest_helpers import decode_array
 
-from attention_viz.figures import ANNOTATE_MAX_TOKENS, FigureStyle, head_grid, heatmap, mask_figure
+from attention_viz.figures import (
+    ANNOTATE_MAX_TOKENS,
+    FigureStyle,
+    data_revision,
+    head_grid,
+    heatmap,
+    mask_figure,
+)
 from attention_viz.geometry import LINE_HEIGHT, frame, label_width, ticks_for
 from attention_viz.masks import causal_mask
 from attention_viz.scales import LOG_FLOOR, scaled, stage_range
@@ -275,3 +282,22 @@ def test_the_app_draws_without_validation_what_plotly_validates(monkeypatch):
         validated = json.loads(go.Figure(spec).to_json())  # plotly checks and writes out every property
         validated["layout"].pop("template")  # the one thing it adds: its default template
         assert validated == spec
+
+
+def test_a_figures_data_revision_changes_with_its_data_and_only_with_it():
+    """Plotly redraws a chart's data only when ``layout.datarevision`` changes: equal data must
+    give an equal revision (Streamlit's second render is then cheap) and other data another one
+    (never a stale picture), whatever else in the layout differs."""
+    weights = torch.softmax(torch.randn(6, 6), dim=-1)
+    tokens = [f"t{i}" for i in range(6)]
+    value_range = stage_range("weights", weights, "Blues")
+    first = heatmap(weights, tokens, tokens, value_range)
+    again = heatmap(weights.clone(), tokens, tokens, value_range, width_px=500)
+    assert first.layout.datarevision == again.layout.datarevision
+    assert first.layout.width != again.layout.width
+    changed = weights.clone()
+    changed[3, 2] += 1e-6
+    assert heatmap(changed, tokens, tokens, value_range).layout.datarevision != first.layout.datarevision
+    other_tokens = heatmap(weights, tokens[:-1] + ["other"], tokens, value_range)
+    assert other_tokens.layout.datarevision != first.layout.datarevision
+    assert data_revision([{"z": np.zeros(3)}]) != data_revision([{"z": np.zeros(4)}])

@@ -285,3 +285,39 @@ def test_tick_labels_never_overlap_at_any_size_or_in_presentation_mode(streamlit
                 )
     assert required <= checked, f"charts missing from the page: {sorted(required - checked)}"
     assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems)
+
+
+# The explorer's column layouts (pages/2_model_explorer.py), by the key of an element inside each.
+EXPLORER_COLUMNS = {"ex_layer": [3, 1, 1, 2], EX_GRID: [3, 2], "ex_mean_chart": [1, 1]}
+COLUMN_WIDTHS_JS = """
+(keys) => {
+    const main = document.querySelector('[data-testid="stMainBlockContainer"]');
+    const style = getComputedStyle(main);
+    const inner = main.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    const blocks = {};
+    for (const key of keys) {
+        const block = document.querySelector('.st-key-' + key).closest('[data-testid="stHorizontalBlock"]');
+        blocks[key] = [...block.children].map((column) => column.getBoundingClientRect().width);
+    }
+    return {inner, blocks};
+}
+"""
+
+
+@pytest.mark.parametrize("width,height", VIEWPORTS)
+def test_charts_are_laid_out_for_the_width_their_column_has(streamlit_server, page, width, height):
+    """The server sizes every chart for its column (``column_widths``); the browser's own layout of
+    the columns is the reference. A chart laid out for another width is drawn twice (Streamlit
+    draws it again at its column's width) and its cells are no longer square."""
+    from ui.viewport import column_widths
+
+    page.set_viewport_size({"width": width, "height": height})
+    open_app(page, streamlit_server + EXPLORER, plots=3, timeout_ms=FIRST_LOAD_MS)
+    measured = page.evaluate(COLUMN_WIDTHS_JS, list(EXPLORER_COLUMNS))
+    for key, ratios in EXPLORER_COLUMNS.items():
+        expected = column_widths(ratios, total=measured["inner"])
+        drawn = measured["blocks"][key]
+        assert len(drawn) == len(ratios), (key, drawn)
+        assert all(abs(a - b) <= 0.5 for a, b in zip(drawn, expected, strict=True)), (
+            f"columns {ratios} of {measured['inner']} px: the browser drew {drawn}, the server assumed {expected}"
+        )
