@@ -747,6 +747,26 @@ def capture(
 
     Shape: each captured layer's ``weights`` is ``(B, H, T, T)``; one row when packed.
     """
+    return capture_and_output(model, texts, layers, policy, effect, reference_output)[0]
+
+
+def capture_and_output(
+    model: LoadedModel,
+    texts: list[str] | str,
+    layers: list[int] | None = None,
+    policy: MaskPolicy | None = None,
+    effect: bool = True,
+    reference_output: torch.Tensor | None = None,
+) -> tuple[Capture, torch.Tensor | None]:
+    """:func:`capture` (the same arguments), and the forward's output if ``effect`` measured it,
+    else None.
+
+    Under the model's default masks that output is :func:`default_output` of the same texts and
+    batching, the reference of every other mask's effect: a caller can keep it instead of running
+    the model once more on the texts' first toggle.
+
+    Shape: the output is ``(B, T, V)`` logits of a decoder or ``(B, T, D)`` hidden states of an encoder.
+    """
     texts = checked_texts(texts)
     layers = checked_layers(model, layers)
     check_flag("effect", effect)
@@ -759,7 +779,7 @@ def capture(
     )
 
     measured = policy_effect(model, encoded, policy, output, reference_output) if effect else None
-    return Capture(
+    captured = Capture(
         model_name=model.name,
         decoder=model.decoder,
         texts=tuple(texts),
@@ -776,6 +796,7 @@ def capture(
         layer_kinds=tuple(model.layer_kinds) if len(kind_masks) > 1 else (),
         kind_masks=kind_masks if len(kind_masks) > 1 else {},
     )
+    return captured, output if effect else None
 
 
 def _main_mask(kind_masks: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attention_viz.attention import scaled_dot_product_attention
-from attention_viz.capture import capture
+from attention_viz.capture import capture, capture_and_output
 from attention_viz.errors import UserFacingError
 from attention_viz.loading import load_model
 from attention_viz.policy import MaskPolicy
@@ -220,3 +220,23 @@ def test_parity_compares_with_the_models_own_eager_attention(model_name, request
     monkeypatch.setattr(modelling, "eager_attention_forward", off_by_a_little)
     skewed = capture(loaded, TEXTS, layers=[0], effect=False)
     assert parity_delta(skewed, 0) > 1e-3
+
+
+@pytest.mark.parametrize("model_name", ["smollm2", "minilm"])
+def test_the_output_a_capture_under_default_masks_returns_is_the_models_own(model_name, request):
+    """The app keeps this output as the reference of the texts' other masks, so it must be what the
+    model computes with nothing of ours: transformers' forward on the same inputs (its default
+    masks built from the 2-D attention_mask)."""
+    loaded = request.getfixturevalue(model_name)
+    policy = MaskPolicy(padding_side="left")
+    result, output = capture_and_output(loaded, TEXTS, policy=policy, effect=True)
+    inputs = {"input_ids": result.input_ids, "attention_mask": result.attention_mask}
+    if loaded.decoder:
+        inputs["position_ids"] = result.position_ids
+    with torch.no_grad():
+        own = loaded.model(**inputs)
+    expected = own.logits if loaded.decoder else own.last_hidden_state
+    real = result.attention_mask.bool()
+    assert output.shape == expected.shape
+    assert (output - expected).abs()[real].max() <= 1e-4
+    assert capture_and_output(loaded, TEXTS, policy=policy, effect=False)[1] is None

@@ -157,9 +157,10 @@ def test_moving_through_the_layers_of_a_short_text_runs_no_model_and_shows_each_
 
 def test_a_toggle_runs_the_model_once_and_the_output_effect_is_the_models(monkeypatch):
     """A short text's mask toggle measures the output effect in the forward that captures every
-    layer for rollout, against the default masks' output kept from the text's first toggle: one
-    forward for the new masks, besides the shown layer's. The numbers shown are the model's own
-    (an independent capture outside the app)."""
+    layer for rollout, against the default masks' output kept from the page's first run (its
+    forward of every layer under those masks): one forward for the new masks, besides the shown
+    layer's, from the first toggle on. The numbers shown are the model's own (an independent
+    capture outside the app, which runs the default masks itself)."""
     import importlib
 
     from attention_viz.loading import load_model
@@ -188,18 +189,16 @@ def test_a_toggle_runs_the_model_once_and_the_output_effect_is_the_models(monkey
         return float(kl), int(flips)
 
     smollm2 = load_model("smollm2")
-    for step, (key, value, policy) in enumerate(
-        [
-            ("ex_causal", False, MaskPolicy(causal=False, padding_side="left")),
-            ("ex_padding", False, MaskPolicy(causal=False, padding_mask=False, padding_side="left")),
-        ]
-    ):
+    for key, value, policy in [
+        ("ex_causal", False, MaskPolicy(causal=False, padding_side="left")),
+        ("ex_padding", False, MaskPolicy(causal=False, padding_mask=False, padding_side="left")),
+    ]:
         forwards.clear()
         app.toggle(key=key).set_value(value).run()
         assert not app.exception, [e.value for e in app.exception]
-        # The shown layer (0: a partial forward), every layer with the output, and on the text's
-        # first toggle the default masks' output, kept for the next ones.
-        assert forwards == ([1, 0, 30] if step == 0 else [1, 30]), forwards
+        # The shown layer (layer 0: a partial forward) and every layer with the output; the
+        # default masks' output was kept from the first run, so no forward of them (0 layers).
+        assert forwards == [1, 30], forwards
         expected = capture_module.capture(smollm2, texts, layers=[0], policy=policy).effect
         position = app.session_state["ex_position"]
         kl, flips = shown()

@@ -16,8 +16,7 @@ import gc
 import streamlit as st
 import torch
 
-from attention_viz.capture import Capture, default_output, effect_of, output_bytes
-from attention_viz.capture import capture as run_capture
+from attention_viz.capture import Capture, capture_and_output, default_output, effect_of, output_bytes
 from attention_viz.effect import OutputEffect
 from attention_viz.errors import UserFacingError
 from attention_viz.generation import Generation, generate_stepwise
@@ -99,13 +98,31 @@ def capture(
     Without ``effect`` (the heatmaps never wait for it) the forward stops after the last captured
     layer. With it, the same forward's output is compared with the default masks' (kept by
     :func:`reference`); the effect's label is in the language of the run that made it, so read it
-    through :func:`rollout`.
+    through :func:`rollout`. Under the default masks that output is itself the reference, and is
+    kept as such: the text's first mask toggle then runs the model once, not twice.
     """
     loaded = model(model_name)
     kept = reference(model_name, texts, policy) if effect else None
-    return run_capture(
+    captured, output = capture_and_output(
         loaded, list(texts), layers=list(layers), policy=policy, effect=effect, reference_output=kept
     )
+    if output is not None:
+        _keep_reference(model_name, texts, policy, output)
+    return captured
+
+
+def _keep_reference(
+    model_name: str, texts: tuple[str, ...], policy: MaskPolicy, output: torch.Tensor
+) -> None:
+    """Keep ``output``, a forward's under ``policy``, as the texts' reference if ``policy`` is the
+    default masks (with its batching) and the output is small enough to keep.
+
+    Shape: ``output`` is ``(B, T, V)`` or ``(B, T, D)``.
+    """
+    decoder = model(model_name).decoder
+    default_policy = policy.model_default(decoder)
+    if policy.for_model(decoder) == default_policy and output.nbytes <= DEFAULT_OUTPUT_MAX_BYTES:
+        _reference(model_name, texts, default_policy, _computed=output)
 
 
 def reference(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> torch.Tensor | None:
@@ -125,7 +142,13 @@ def reference(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> to
 
 
 @st.cache_data(max_entries=DEFAULT_OUTPUT_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
-def _reference(model_name: str, texts: tuple[str, ...], default_policy: MaskPolicy) -> torch.Tensor:
+def _reference(
+    model_name: str, texts: tuple[str, ...], default_policy: MaskPolicy, _computed: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The default masks' output of ``texts``; ``_computed`` (left out of the key): that output,
+    already run by a capture under those masks, kept as it is instead of running the model."""
+    if _computed is not None:
+        return _computed
     return default_output(model(model_name), list(texts), default_policy)
 
 
