@@ -22,6 +22,8 @@ LINE_HEIGHT = 1.35  # the space one line of text needs, as a share of the font s
 MAX_LABEL_CHARS = 12  # longer tokens are shortened on the axis (hover shows them whole)
 COLORBAR_THICKNESS = 14
 MAX_PANEL_PX = 900  # no matrix is drawn taller than this: it must fit a screen
+# The room beside a tick label's text: plotly sets labels a few px off their axis.
+LABEL_OFFSET_PX = 8
 
 
 def label_width(text: str, font_px: float) -> float:
@@ -84,11 +86,11 @@ def ticks_for(tokens: list[str], cell_px: float, font_px: float, axis: str, firs
     text = _labels(tokens, picks, step, first)
     widest = max(label_width(t, font_px) for t in text)
     if axis == "y":
-        return Ticks(picks, text, 0, widest + 8)
+        return Ticks(picks, text, 0, widest + LABEL_OFFSET_PX)
     upright = [short_label(t) for t in tokens]
     if max(label_width(t, font_px) for t in upright) + 6 <= cell_px:
-        return Ticks(list(range(count)), upright, 0, line + 8)  # plotly sets labels a few px off the axis
-    return Ticks(picks, text, -90, widest + 8)
+        return Ticks(list(range(count)), upright, 0, line + LABEL_OFFSET_PX)
+    return Ticks(picks, text, -90, widest + LABEL_OFFSET_PX)
 
 
 @dataclass(frozen=True)
@@ -165,8 +167,8 @@ def frame(
     colorbar_px = COLORBAR_THICKNESS + font_px * LINE_HEIGHT + 16 if colorbar else 0.0
     gap_x = 14.0 + right_extra_px
     # First pass with every label, then again with the thinned labels' real widths.
-    y_extent = max(label_width(short_label(t), font_px) for t in query_tokens or [""]) + 8
-    x_extent = font_px * LINE_HEIGHT + 8
+    y_extent = max(label_width(short_label(t), font_px) for t in query_tokens or [""]) + LABEL_OFFSET_PX
+    x_extent = font_px * LINE_HEIGHT + LABEL_OFFSET_PX
     for _ in range(2):
         left = 8.0 + y_extent + axis_title_px
         free_w = width_px - left - right - (cols - 1) * gap_x
