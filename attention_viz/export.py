@@ -29,6 +29,7 @@ import dataclasses
 import io
 import json
 import re
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -210,9 +211,11 @@ CSV_MAX_ROWS = 1_000_000
 CSV_BYTES_PER_ROW = 90  # a typical row with its settings columns, measured on smollm2 exports
 
 
-def csv_rows(result: Capture) -> int:
-    """How many data rows :func:`to_csv` writes: ``B × Σ_layers H × T × T``."""
-    return sum(captured.weights.numel() for captured in result.layers.values())
+def csv_rows(result: Capture, layers: Iterable[int] | None = None) -> int:
+    """How many data rows :func:`to_csv` writes for ``layers`` of ``result`` (all of its layers
+    by default): ``B × Σ_layers H × T × T``."""
+    chosen = result.layers if layers is None else layers
+    return sum(result.layer(layer).weights.numel() for layer in chosen)
 
 
 def to_dataframe(result: Capture) -> pd.DataFrame:

@@ -549,6 +549,21 @@ def _check_layer(page, layer: int) -> None:
         raise AssertionError(f"ours: the Layer slider shows {shown}, not {layer}")
 
 
+def _new_tab(browser):
+    """A page in a brand-new browser context at the benchmark's viewport, recording frames."""
+    watched = open_page(browser)
+    watched.page.set_viewport_size(VIEWPORT)
+    watched.page.add_init_script(PAGE_JS)
+    return watched
+
+
+def _first_view(page, charts: list[str]) -> dict:
+    """Wait until ``charts`` are drawn for the first time and painted (``OURS_VIEW_JS``)."""
+    return page.wait_for_function(
+        OURS_VIEW_JS, arg=[charts, {}, 0], timeout=OURS_TIMEOUT_S * 1000, polling=50
+    ).json_value()
+
+
 def _prefix(text: str) -> str:
     """A run's text prefix, up to its first full stop, e.g. ``"Run 2."``."""
     return text.split(".", 1)[0] + "."
@@ -563,19 +578,15 @@ class OursTab:
 
     def __init__(self, browser, url: str, model: str) -> None:
         self.url, self.model, self.length = url, model, None
-        self.watched = open_page(browser)
+        self.watched = _new_tab(browser)
         self.page = self.watched.page
-        self.page.set_viewport_size(VIEWPORT)
-        self.page.add_init_script(PAGE_JS)
         self.requests: list = []
         self.watched.context.on("requestfinished", lambda request: self.requests.append(request))
 
     def open(self, text: str, length: int) -> None:
         """Navigate to the explorer on ``text`` cut to ``length`` tokens and wait until it is drawn."""
         self.page.goto(_explorer_url(self.url, self.model, text, length))
-        self.page.wait_for_function(
-            OURS_VIEW_JS, arg=[list(EXPLORER_CHARTS), {}, 0], timeout=OURS_TIMEOUT_S * 1000, polling=50
-        )
+        _first_view(self.page, list(EXPLORER_CHARTS))
         wait_idle(self.page, plots=EXPLORER_PLOTS, timeout_s=OURS_TIMEOUT_S)
         _check_explorer(self.page, length, _prefix(text))
         _check_layer(self.page, 0)
@@ -642,18 +653,14 @@ def ours_cold(browser, url: str, model: str, text: str, length: int) -> dict:
     ``cold_bytes`` (every HTTP response and websocket message until the first run finished),
     ``cold_websocket_bytes`` and ``cold_others``.
     """
-    watched = open_page(browser)
+    watched = _new_tab(browser)
     page = watched.page
-    page.set_viewport_size(VIEWPORT)
-    page.add_init_script(PAGE_JS)
     requests: list = []
     watched.context.on("requestfinished", lambda request: requests.append(request))
     try:
         with TreeLoad() as load:
             page.goto(_explorer_url(url, model, text, length))
-            first = page.wait_for_function(
-                OURS_VIEW_JS, arg=[list(EXPLORER_CHARTS), {}, 0], timeout=OURS_TIMEOUT_S * 1000, polling=50
-            ).json_value()
+            first = _first_view(page, list(EXPLORER_CHARTS))
             wait_idle(page, plots=EXPLORER_PLOTS, timeout_s=OURS_TIMEOUT_S)
             websocket = sum(size for _, size in watched.received)
             received = _received(requests) + websocket
@@ -681,15 +688,10 @@ def streamlit_floor(browser, repeats: int) -> list[float]:
     seconds = []
     with streamlit_server(FLOOR_APP) as server:
         for run in range(repeats + 1):  # the first, untimed, warms the server up
-            watched = open_page(browser)
-            page = watched.page
-            page.set_viewport_size(VIEWPORT)
-            page.add_init_script(PAGE_JS)
+            watched = _new_tab(browser)
             try:
-                page.goto(server.url)
-                painted = page.wait_for_function(
-                    OURS_VIEW_JS, arg=[[FLOOR_CHART], {}, 0], timeout=OURS_TIMEOUT_S * 1000, polling=50
-                ).json_value()["painted"]
+                watched.page.goto(server.url)
+                painted = _first_view(watched.page, [FLOOR_CHART])["painted"]
             finally:
                 watched.close()
             if run:

@@ -409,8 +409,11 @@ def views(
             f"{float(effect.cosine[item]):.4f}",
         )
 
-    if not presentation:
-        with st.expander(_("Export")):
+    # The buttons exist only while the expander is open (it reruns this fragment when it opens):
+    # closed, as it starts, it costs a layer switch nothing (about 30 ms of the browser's time).
+    export = None if presentation else st.expander(_("Export"), key="ex_export", on_change="rerun")
+    if export is not None and export.open:
+        with export:
             # Files are built only when a button is clicked (deferred data), so toggles stay fast.
             # on_click="ignore": a click must not rerun the script. A rerun re-registers every deferred
             # file under a new id and, when it ends, drops the old ones, so on a busy server the click's
@@ -418,8 +421,9 @@ def views(
             # The buttons hold the request, not the capture (see ui/downloads.py): an open tab must
             # not keep ~300 MB alive for a file it may never download.
             request = (model_name, texts, (layer,), policy)
-            stem = export_stem(model_name, sorted(result.layers), result.policy)
-            rows = csv_rows(result)
+            # The files hold the shown layer, whether this run drew it from a capture of every layer.
+            stem = export_stem(model_name, [layer], result.policy)
+            rows = csv_rows(result, [layer])
             columns = st.columns(4)
             columns[0].download_button(
                 _("Weights (CSV)"),

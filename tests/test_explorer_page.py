@@ -204,3 +204,26 @@ def test_a_toggle_runs_the_model_once_and_the_output_effect_is_the_models(monkey
         kl, flips = shown()
         assert kl == pytest.approx(float(expected.kl[0, position]), abs=1e-4)
         assert flips == int(expected.flips[0]) > 0
+
+
+def test_the_export_buttons_exist_only_while_export_is_open(app):
+    """Export starts closed and then draws nothing inside it, so moving a picker re-sends no
+    download buttons; opening it (a rerun) shows all four."""
+
+    def buttons() -> list[str]:
+        return [button.proto.label for button in app.get("download_button")]
+
+    assert [expander.label for expander in app.expander if expander.label == "Export"] == ["Export"]
+    assert buttons() == []
+    app.session_state["ex_export"] = True
+    app.run()
+    assert not app.exception
+    assert buttons() == [
+        "Weights (CSV)",
+        "Weights (NPZ)",
+        "Head statistics (CSV)",
+        "Figure (HTML, works offline)",
+    ]
+    app.session_state["ex_export"] = False
+    app.run()
+    assert buttons() == []

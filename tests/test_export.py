@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from attention_viz.capture import capture
-from attention_viz.export import export_stem, to_csv, to_json, to_npz
+from attention_viz.export import csv_rows, export_stem, to_csv, to_json, to_npz
 from attention_viz.policy import MaskPolicy
 
 TEXTS = ["The cat sat.", "Hi"]
@@ -90,6 +91,10 @@ def test_csv_rows_carry_the_settings_and_the_captured_weights(result):
     assert list(table.columns) == SETTINGS_COLUMNS + CELL_COLUMNS
     batch, heads, length, _ = result.layers[1].weights.shape
     assert len(table) == 2 * batch * heads * length * length
+    assert csv_rows(result) == len(table)
+    # One layer's file from a capture of more layers (the explorer's, once it has every layer).
+    one_layer = pd.read_csv(io.StringIO(to_csv(replace(result, layers={3: result.layers[3]}))))
+    assert csv_rows(result, [3]) == len(one_layer) == batch * heads * length * length
     settings = table[SETTINGS_COLUMNS].drop_duplicates().to_dict("records")
     assert settings == [
         {

@@ -301,3 +301,30 @@ def test_a_figures_data_revision_changes_with_its_data_and_only_with_it():
     other_tokens = heatmap(weights, tokens[:-1] + ["other"], tokens, value_range)
     assert other_tokens.layout.datarevision != first.layout.datarevision
     assert data_revision([{"z": np.zeros(3)}]) != data_revision([{"z": np.zeros(4)}])
+
+
+def test_a_figures_bars_are_sent_as_plain_lists_and_its_matrices_as_binary():
+    """Streamlit draws every new chart twice; plotly.js takes a binary-coded coordinate array for
+    new data each time, so a bar chart sent that way was recomputed and redrawn whole on the second
+    render. figure_of sends one-dimensional arrays as JSON lists (the same numbers, every digit of
+    a double) and keeps matrices binary (a heatmap's z: half the bytes as float32)."""
+    import json
+
+    from attention_viz.figures import figure_of, trace
+
+    heights = np.random.default_rng(0).standard_normal(64)
+    colours = np.where(heights >= 0, "#b2182b", "#2166ac")
+    matrix = np.random.default_rng(1).random((4, 4)).astype(np.float32)
+    figure = figure_of(
+        [
+            trace("bar", x=np.arange(64), y=heights, marker={"color": colours, "line": {"width": 0.5}}),
+            trace("heatmap", z=matrix),
+        ],
+        {},
+    )
+    bars, cells = json.loads(figure.to_json())["data"]
+    assert bars["x"] == list(range(64))
+    assert bars["y"] == heights.tolist(), "every bar's height, exactly"
+    assert bars["marker"]["color"] == colours.tolist()
+    assert "bdata" in cells["z"], "a matrix stays binary"
+    assert np.array_equal(decode_array(cells["z"]), matrix)

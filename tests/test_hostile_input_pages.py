@@ -92,4 +92,9 @@ def test_playground_takes_at_most_eight_lines_and_says_so():
 def test_a_weights_csv_too_large_for_the_server_points_to_npz_and_the_cli():
     app = open_explorer(text=" ".join(["word"] * 400))
     assert not app.exception
+    app.session_state["ex_export"] = True  # Export opened: its buttons and notes are drawn
+    app.run()
+    assert not app.exception
     assert any("download the NPZ instead" in caption.value for caption in app.caption)
+    # One layer's rows (the file holds the shown layer): 9 heads × 400² is over the limit.
+    assert app.get("download_button")[0].proto.disabled

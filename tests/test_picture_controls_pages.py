@@ -143,7 +143,9 @@ def test_export_names_and_contents_record_the_masks(explorer):
     import pandas as pd
 
     # Each run has its own media file manager, which the garbage collector may free once the
-    # next run replaces it, so each run's files are read right after it.
+    # next run replaces it, so each run's files are read right after it. Export is opened first:
+    # its buttons (and their files) exist only while it is open.
+    explorer.session_state["ex_export"] = True
     explorer.toggle(key="ex_causal").set_value(True).run()
     files = deferred_downloads()
     explorer.toggle(key="ex_causal").set_value(False).run()
