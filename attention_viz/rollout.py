@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["attention_rollout"]
+__all__ = ["attention_rollout", "rollout_reach"]
 
 
 def attention_rollout(layer_weights: list[torch.Tensor], residual: float = 0.5) -> torch.Tensor:
@@ -31,3 +31,38 @@ def attention_rollout(layer_weights: list[torch.Tensor], residual: float = 0.5) 
         mixed = torch.where(live, mixed / mixed.sum(-1, keepdim=True), torch.zeros_like(mixed))
         rollout = mixed @ rollout  # (B, T, T)
     return rollout
+
+
+def rollout_reach(layer_masks: list[torch.Tensor]) -> torch.Tensor:
+    """Where :func:`attention_rollout` of weights under ``layer_masks`` can be non-zero.
+
+    Position ``i`` reaches input token ``j`` if a chain of allowed cells leads from ``i`` back to
+    ``j`` through the layers, or if ``i`` is ``j`` (the residual carries every token on). A rollout
+    drawn with one layer's mask would grey cells that a chain of layers does reach: under a window
+    of w tokens in every layer, rollout reaches about L·w tokens back after L layers.
+
+    Args:
+        layer_masks: one boolean mask per layer, first layer first, each ``(B, 1, T, T)`` or
+            ``(B, H, T, T)`` (True = may attend; a cell counts if any head may attend it).
+
+    Shape: returns ``(B, T, T)`` bool. As in the rollout, a row with every key masked in some
+    layer (an empty row) is empty from that layer on.
+    """
+    if not layer_masks:
+        raise ValueError("Rollout needs at least one layer.")
+    batch, _, length, _ = layer_masks[0].shape
+    identity = torch.eye(length, dtype=torch.bool).expand(batch, length, length)
+    reach = identity
+    previous_step, settled = None, False
+    for mask in layer_masks:
+        allowed = mask.any(dim=1)  # (B, T, T)
+        live = allowed.any(dim=-1, keepdim=True)  # (B, T, 1)
+        step = (identity | allowed) & live  # the cells the layer's mixed matrix is non-zero in
+        # A step that left the reach as it was leaves it so when it comes again (a causal mask in
+        # every layer settles after the second): no product to compute.
+        if settled and torch.equal(step, previous_step):
+            continue
+        composed = (step.float() @ reach.float()) > 0  # (B, T, T), exact: counts stay below 2**24
+        settled = torch.equal(composed, reach)
+        reach, previous_step = composed, step
+    return reach

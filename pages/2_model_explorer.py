@@ -322,7 +322,7 @@ def views(
         effect_key = "ex_effect" if short_for_effect else "ex_effect_long"
         shared_effect = short and rollout_on and bool(st.session_state.get(effect_key, short_for_effect))
         if rollout_on:
-            rollout, effect = run_or_stop(
+            rollout, reach, effect = run_or_stop(
                 partial(cache.rollout, model_name, texts, policy, shared_effect),
                 _("Capturing every layer…"),
                 can_choose_layers=False,
@@ -335,7 +335,9 @@ def views(
                     tokens,
                     tokens,
                     stage_range("weights", rollout, style.palette, scale),
-                    allowed=allowed,
+                    # Greyed: what no chain of allowed cells reaches. One layer's mask would grey
+                    # cells the layers together do reach (a sliding window, say).
+                    allowed=reach[item],
                     style=style,
                     col_name="input token",
                     row_name="position",

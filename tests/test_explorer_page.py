@@ -227,3 +227,28 @@ def test_the_export_buttons_exist_only_while_export_is_open(app):
     app.session_state["ex_export"] = False
     app.run()
     assert buttons() == []
+
+
+def test_rollout_under_a_sliding_window_shows_what_the_layers_reach_beyond_it():
+    """With a window of 2 in every layer, rollout reaches further back than any one layer's mask
+    allows: those cells are drawn with their values (a slow loop over a capture of every layer,
+    outside the app), and only the cells no chain of layers reaches are grey."""
+    from test_rollout import slow_rollout
+
+    from attention_viz.capture import capture
+    from attention_viz.loading import load_model
+    from attention_viz.policy import MaskPolicy
+
+    text = "The cat sat on the mat because it was tired."
+    app = AppTest.from_file(str(ROOT / "pages" / PAGE), default_timeout=180)
+    app.query_params["text"] = text
+    app.query_params["window"] = "2"
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    (shown,) = heatmap_values(chart(app, "ex_rollout_chart"))
+    model = load_model("smollm2")
+    everything = capture(model, [text], policy=MaskPolicy(window=2), effect=False)
+    expected = slow_rollout([everything.layer(layer).weights for layer in range(model.num_layers)])[0]
+    np.testing.assert_allclose(shown, expected, atol=1e-5)
+    beyond_window = np.tril(np.ones_like(expected, dtype=bool), k=-2)  # two or more tokens back
+    assert (expected[beyond_window] > 0).all() and (shown[beyond_window] > 0).all()

@@ -27,7 +27,7 @@ from attention_viz.models import ModelInfo, ModelRefused, model_info
 from attention_viz.packing import PackingCheck, packing_check
 from attention_viz.playground import PlaygroundResult, run_playground
 from attention_viz.policy import MaskPolicy
-from attention_viz.rollout import attention_rollout
+from attention_viz.rollout import attention_rollout, rollout_reach
 from attention_viz.stats import head_statistics
 
 # A Playground result is at most about 4 MB (8 sentences, 8 heads, 64 tokens, four stages), so
@@ -154,27 +154,30 @@ def _reference(
 
 def rollout(
     model_name: str, texts: tuple[str, ...], policy: MaskPolicy, effect: bool = False
-) -> tuple[torch.Tensor, OutputEffect | None]:
+) -> tuple[torch.Tensor, torch.Tensor, OutputEffect | None]:
     """Attention rollout through every layer, ``(B, T, T)``, from the cached capture of every layer
-    (the explorer's own, for a short text), and with ``effect`` the output effect that the same
-    forward measured (else None), its label in the run's language: one forward serves both.
+    (the explorer's own, for a short text); where it can be non-zero through the layers' masks,
+    ``(B, T, T)`` bool (:func:`attention_viz.rollout.rollout_reach`: what its picture greys is the
+    rest); and with ``effect`` the output effect that the same forward measured (else None), its
+    label in the run's language: one forward serves all three.
     """
-    rolled, measured = _rollout(model_name, texts, policy, effect)
+    rolled, reach, measured = _rollout(model_name, texts, policy, effect)
     if measured is not None:
         # Its label was written in the language of the run that captured it.
         default_policy = policy.model_default(model(model_name).decoder)
         measured = dataclasses.replace(measured, reference_label=default_policy.describe())
-    return rolled, measured
+    return rolled, reach, measured
 
 
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
 def _rollout(
     model_name: str, texts: tuple[str, ...], policy: MaskPolicy, effect: bool
-) -> tuple[torch.Tensor, OutputEffect | None]:
+) -> tuple[torch.Tensor, torch.Tensor, OutputEffect | None]:
     # Kept apart from the capture, so a rerun copies only these out of the cache.
     layers = tuple(range(model(model_name).num_layers))
     everything = capture(model_name, texts, layers, policy, effect)
-    return attention_rollout([everything.layer(layer).weights for layer in layers]), everything.effect
+    rolled = attention_rollout([everything.layer(layer).weights for layer in layers])
+    return rolled, rollout_reach([everything.mask_for(layer) for layer in layers]), everything.effect
 
 
 def effect(model_name: str, texts: tuple[str, ...], policy: MaskPolicy) -> OutputEffect:
