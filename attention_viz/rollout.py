@@ -39,7 +39,7 @@ def rollout_reach(layer_masks: list[torch.Tensor]) -> torch.Tensor:
     Position ``i`` reaches input token ``j`` if a chain of allowed cells leads from ``i`` back to
     ``j`` through the layers, or if ``i`` is ``j`` (the residual carries every token on). A rollout
     drawn with one layer's mask would grey cells that a chain of layers does reach: under a window
-    of w tokens in every layer, rollout reaches about L·w tokens back after L layers.
+    of w tokens in every layer (w − 1 back), rollout reaches L·(w − 1) tokens back after L layers.
 
     Args:
         layer_masks: one boolean mask per layer, first layer first, each ``(B, 1, T, T)`` or
