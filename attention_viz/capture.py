@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -179,6 +179,10 @@ class Capture:
     def pad_rows(self) -> torch.Tensor:
         """``(B, T)`` True at padding positions."""
         return self.attention_mask == 0
+
+    def with_layers(self, layers: Iterable[int]) -> Capture:
+        """The same capture holding only zero-based ``layers`` (the tensors shared, not copied)."""
+        return replace(self, layers={index: self.layer(index) for index in layers})
 
     def layer(self, index: int) -> LayerCapture:
         if index not in self.layers:

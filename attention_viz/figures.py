@@ -16,7 +16,11 @@ Two drawing paths, chosen by size, so that every picture is true and stays fast:
 
   Hover names the query and key tokens with their positions and the value to 4 decimals. Up to
   ``ANNOTATE_MAX_TOKENS`` tokens, cells also carry their value as text, and weights get their
-  row sums.
+  row sums. In a grid whose cells are narrower than ``MIN_POINTED_CELL_PX``, too small to point
+  at one, masked cells are a grey rectangle under each panel's cells instead of a ``masked``
+  trace of their own: one image less per panel for the browser to draw (a switch of layer
+  redraws every panel).
+  They have no hover there; a larger chart of the same head has.
 * **Image path** (larger): one PNG per panel (optionally max-pooled), a few hundred kB instead
   of tens of MB of numbers. Hover gives positions; a zoomed range is drawn on the hover path.
 
@@ -71,6 +75,8 @@ HOVER_CELL_LIMIT = 96 * 96
 SINGLE_HOVER_CELL_LIMIT = 512 * 512
 # Up to this many tokens, cells carry their value as text (if the cells are big enough).
 ANNOTATE_MAX_TOKENS = 16
+# A grid's cells narrower than this (px) are too small to point at: masked ones are its background.
+MIN_POINTED_CELL_PX = 6.0
 DIGIT_WIDTH = 0.56  # a digit's width as a share of the font size (digits are narrower than letters)
 MASKED_COLOUR = "#d4d4d4"  # light grey: clearly not the darkest colour that weight 0 gets
 MASKED_RGB = (212, 212, 212)
@@ -254,8 +260,11 @@ def _hover_traces(
     row_name: str,
     col_name: str,
     annotate: bool,
+    masked_trace: bool = True,
 ) -> list[dict]:
-    """The traces of one panel on the hover path; every cell is in exactly one of them."""
+    """The traces of one panel on the hover path; every cell is in exactly one of them, but for
+    masked cells without ``masked_trace``: then they are in none (a grey shape under the panel
+    shows them)."""
     values = panel.values
     revealed = ~np.isnan(values)
     allowed = panel.allowed if panel.allowed is not None else np.ones(values.shape, dtype=bool)
@@ -312,7 +321,7 @@ def _hover_traces(
         note = "<br>" + _("a [PAD] query row: nothing downstream reads it")
         traces.append(value_trace(open_pads, "padding query", note, False))
     masked_value = _("weight 0") if value_range.label == "weight" else f"{value_label} −∞"
-    if (masked := revealed & ~allowed & ~empty_pad_row).any():
+    if masked_trace and (masked := revealed & ~allowed & ~empty_pad_row).any():
         note = _("masked: may not attend ({value})").format(value=masked_value)
         traces.append(grey_trace(masked, "masked", note))
     if (empty := revealed & empty_pad_row).any():
@@ -488,6 +497,26 @@ def _highlight(row: int, panels: int) -> list[dict]:
             "line": {"color": HIGHLIGHT_COLOUR, "width": 3},
             "fillcolor": "rgba(0,0,0,0)",
             "layer": "above",
+        }
+        for panel in range(1, panels + 1)
+    ]
+
+
+def _grey_cells(rows: int, columns: int, panels: int) -> list[dict]:
+    """Shapes filling every cell of each panel grey, below its traces: the cells no trace draws
+    (masked, in a grid without a ``masked`` trace) show them."""
+    return [
+        {
+            "type": "rect",
+            "xref": f"x{_axis_suffix(panel)}",
+            "yref": f"y{_axis_suffix(panel)}",
+            "x0": -0.5,
+            "x1": columns - 0.5,
+            "y0": -0.5,
+            "y1": rows - 0.5,
+            "line": {"width": 0},
+            "fillcolor": MASKED_COLOUR,
+            "layer": "below",
         }
         for panel in range(1, panels + 1)
     ]
@@ -787,6 +816,10 @@ def head_grid(
     sums = want_sums and small and bool(row_sums or annotate)  # rows of a long text are too thin for them
     if want_sums and small and not sums:
         layout = lay_out(False)
+    # Every cell no trace draws is masked (all rows are revealed): a grey rectangle under them shows it.
+    grey_background = (
+        not image and allowed is not None and revealed_rows is None and layout.cell < MIN_POINTED_CELL_PX
+    )
     horizontal, vertical = layout.spacing(rows, columns)
     row_labels, col_labels = token_labels(query_tokens), token_labels(key_tokens)
     figure_traces: list = []
@@ -819,6 +852,7 @@ def head_grid(
                 "query",
                 "key",
                 annotate,
+                masked_trace=not grey_background,
             )
         suffix = _axis_suffix(head + 1)
         for trace in traces:
@@ -848,7 +882,8 @@ def head_grid(
             "font": {"size": style.font_size},
             "plot_bgcolor": "white",
         },
-        shapes=_highlight(highlight_row, heads) if highlight_row is not None else None,
+        shapes=(_grey_cells(len(query_tokens), len(key_tokens), heads) if grey_background else [])
+        + (_highlight(highlight_row, heads) if highlight_row is not None else []),
         annotations=annotations,
     )
 

@@ -111,23 +111,17 @@ def views(
     stage = st.session_state["ex_stage"]
 
     # Once rollout has captured every layer of these texts under these masks (a short text, by
-    # default), the shown layer comes from that capture, so moving the Layer slider runs no model. A
-    # new text or mask is first captured in the shown layer only, so its charts come at once.
-    # ex_every_layer names those inputs and whether that capture measured the output effect too.
+    # default), the shown layer comes from that capture (kept layer by layer), so moving the Layer
+    # slider runs no model. A new text or mask is first captured in the shown layer only, so its
+    # charts come at once. ex_every_layer names those inputs and whether that capture measured the
+    # output effect too.
     inputs = (model_name, texts, policy)
     captured_inputs, with_effect = st.session_state.get("ex_every_layer") or (None, False)
-    every_layer = captured_inputs == inputs
-    result = run_or_stop(
-        partial(
-            cache.capture,
-            model_name,
-            texts,
-            tuple(range(loaded.num_layers)) if every_layer else (layer,),
-            policy,
-            every_layer and with_effect,
-        ),
-        _("Running the model…"),
-    )
+    if captured_inputs == inputs:
+        read = partial(cache.layer_of_every, model_name, texts, policy, with_effect, layer)
+    else:
+        read = partial(cache.capture, model_name, texts, (layer,), policy, False)
+    result = run_or_stop(read, _("Running the model…"))
     # The inspected cell (a click on the focused head set it already), before publish and the chart.
     _focused, cell_query, cell_key = inspector.choose_cell(
         "ex", result.layer(layer).weights[item], result.pad_rows[item], head=head
@@ -323,7 +317,7 @@ def views(
         shared_effect = short and rollout_on and bool(st.session_state.get(effect_key, short_for_effect))
         if rollout_on:
             rollout, reach, effect = run_or_stop(
-                partial(cache.rollout, model_name, texts, policy, shared_effect),
+                partial(cache.rollout, model_name, texts, policy, shared_effect, by_layer=short),
                 _("Capturing every layer…"),
                 can_choose_layers=False,
             )

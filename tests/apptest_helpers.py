@@ -47,14 +47,23 @@ def heatmap_values(figure) -> list[np.ndarray]:
     (grey) weight (exactly 0), NaN for a masked score (−∞) or a blank cell.
 
     A panel's cells are split over traces named "values", "padding query", "masked" and
-    "padding row" (see ``attention_viz.figures``); a mask figure is one plain heatmap.
+    "padding row" (see ``attention_viz.figures``); a mask figure is one plain heatmap. In a grid of
+    cells too small to point at, masked cells are in no trace but over a grey rectangle under the
+    panel: there a weight panel's cells that no trace holds are masked (0).
     """
+    from attention_viz.figures import MASKED_COLOUR
+
+    grey_under = {shape.xref for shape in figure.layout.shapes or () if shape.fillcolor == MASKED_COLOUR}
     panels: dict[str, np.ndarray] = {}
     for trace in figure.data:
         if trace.type != "heatmap":
             continue
         z = decode_array(trace.z)
-        panel = panels.setdefault(trace.xaxis or "x", np.full(z.shape, np.nan))
+        axis = trace.xaxis or "x"
+        if axis not in panels:
+            grey_weights = axis in grey_under and "weight %{" in (trace.hovertemplate or "")
+            panels[axis] = np.full(z.shape, 0.0 if grey_weights else np.nan)
+        panel = panels[axis]
         known = ~np.isnan(z)
         if trace.name in ("masked", "padding row"):
             # A masked weight is exactly 0; a masked score is −∞, which no heatmap can colour.

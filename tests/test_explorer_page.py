@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from apptest_helpers import axis_ticktext, chart, heatmap_values, run_page
@@ -153,6 +155,58 @@ def test_moving_through_the_layers_of_a_short_text_runs_no_model_and_shows_each_
         for head, panel in enumerate(grid_panels(app)):
             np.testing.assert_allclose(panel, expected[head].numpy(), atol=1e-6)
     assert forwards == [], f"{len(forwards)} forwards ran while moving through the layers"
+
+
+def test_a_layer_switch_copies_one_layer_out_of_the_cache_not_every_layer(monkeypatch):
+    """A cached result is copied out of the cache on every read, and a short text's capture of
+    every layer is 18 MB for SmolLM2: when rollout captures every layer it also keeps each layer
+    apart, so moving the Layer slider reads a capture of that layer alone. What is drawn is still
+    that layer of the model (a fresh capture outside the app)."""
+    from attention_viz.loading import load_model
+    from attention_viz.policy import MaskPolicy
+    from ui import cache
+
+    capture_module = importlib.import_module("attention_viz.capture")
+    text = "The cat sat on the mat because it was tired."
+    # Other tests' texts may have pushed this one's layers out (a bounded cache): start from none.
+    cache._rollout.clear()
+    cache._layer_of_every.clear()
+    app = AppTest.from_file(str(ROOT / "pages" / PAGE), default_timeout=180)
+    app.query_params["text"] = text
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    read = []
+    original = cache._layer_of_every
+    monkeypatch.setattr(
+        cache, "_layer_of_every", lambda *args, **kwargs: read.append(original(*args, **kwargs)) or read[-1]
+    )
+    whole = []
+    monkeypatch.setattr(cache, "capture", lambda *args, **kwargs: whole.append(args) or None)
+    reference = capture_module.capture(load_model("smollm2"), [text], policy=MaskPolicy(), effect=False)
+    for layer in (1, 29, 7):
+        app.slider(key="ex_layer").set_value(layer).run()
+        assert not app.exception, [e.value for e in app.exception]
+        assert sorted(read[-1].layers) == [layer], "the switch read more than the shown layer"
+        for head, panel in enumerate(grid_panels(app)):
+            np.testing.assert_allclose(panel, reference.layer(layer).weights[0, head].numpy(), atol=1e-6)
+    assert whole == [], "a layer switch read a whole capture"
+    # Evicted, the layers come back all at once: the model runs once, then a switch reads a layer.
+    original.clear()
+    forwards = []
+    run_forward = capture_module.run_forward
+    monkeypatch.setattr(
+        capture_module,
+        "run_forward",
+        lambda *args, **kwargs: forwards.append(1) or run_forward(*args, **kwargs),
+    )
+    for layer in (2, 5):
+        app.slider(key="ex_layer").set_value(layer).run()
+        assert not app.exception, [e.value for e in app.exception]
+        assert sorted(read[-1].layers) == [layer]
+    assert len(forwards) == 1, f"{len(forwards)} forwards after the layers were evicted"
+    assert whole == [], "the whole capture is not kept in the cache"
+    for head, panel in enumerate(grid_panels(app)):
+        np.testing.assert_allclose(panel, reference.layer(5).weights[0, head].numpy(), atol=1e-6)
 
 
 def test_a_toggle_runs_the_model_once_and_the_output_effect_is_the_models(monkeypatch):

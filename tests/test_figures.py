@@ -328,3 +328,49 @@ def test_a_figures_bars_are_sent_as_plain_lists_and_its_matrices_as_binary():
     assert bars["marker"]["color"] == colours.tolist()
     assert "bdata" in cells["z"], "a matrix stays binary"
     assert np.array_equal(decode_array(cells["z"]), matrix)
+
+
+@pytest.mark.parametrize("width, tiny", [(700, True), (4000, False)])
+def test_a_grids_cells_too_small_to_point_at_leave_masked_cells_to_a_grey_shape(width, tiny):
+    """A grid whose cells are narrower than MIN_POINTED_CELL_PX draws masked cells with one grey
+    rectangle under each panel's cells instead of a 'masked' trace (one image less per panel for
+    the browser); the picture is the same: every allowed cell in the values trace with its weight,
+    every masked cell in no trace, over the grey. With larger cells the masked trace stays (its
+    hover says why the cell is grey)."""
+    from apptest_helpers import heatmap_values
+
+    from attention_viz.figures import MASKED_COLOUR, MIN_POINTED_CELL_PX
+
+    heads, length = 3, 64
+    allowed = causal_mask(length)[0, 0]
+    scores = torch.randn(heads, length, length, generator=torch.Generator().manual_seed(0))
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    tokens = [f"t{i}" for i in range(length)]
+    figure = head_grid(
+        weights, tokens, tokens, stage_range("weights", weights), allowed=allowed, width_px=width, columns=3
+    )
+    panel_px = figure.layout.xaxis.domain[1] * (
+        figure.layout.width - figure.layout.margin.l - figure.layout.margin.r
+    )
+    assert (panel_px / length < MIN_POINTED_CELL_PX) == tiny
+    names = [trace.name for trace in figure.data]
+    grey = [shape for shape in figure.layout.shapes if shape.fillcolor == MASKED_COLOUR]
+    if not tiny:
+        assert names.count("masked") == heads and not grey
+        return
+    assert names == ["values"] * heads, "no masked trace in a grid of tiny cells"
+    assert len(grey) == heads
+    for panel, shape in enumerate(grey, start=1):
+        suffix = "" if panel == 1 else str(panel)
+        assert (shape.xref, shape.yref, shape.layer) == (f"x{suffix}", f"y{suffix}", "below")
+        assert (shape.x0, shape.x1, shape.y0, shape.y1) == (-0.5, length - 0.5, -0.5, length - 0.5)
+        assert shape.line.width == 0
+    for head, trace in enumerate(figure.data):
+        values = decode_array(trace.z)
+        assert np.array_equal(~np.isnan(values), allowed.numpy()), (
+            "the values trace holds the allowed cells only"
+        )
+        assert np.allclose(values[allowed.numpy()], weights[head].numpy()[allowed.numpy()], atol=1e-7)
+    # Read as a person reads it: masked cells are grey, weight 0.
+    for head, panel in enumerate(heatmap_values(figure)):
+        np.testing.assert_allclose(panel, weights[head].numpy(), atol=1e-7)

@@ -42,6 +42,11 @@ CAPTURE_CACHE_ENTRIES = 8
 DEFAULT_OUTPUT_ENTRIES = 32
 DEFAULT_OUTPUT_MAX_BYTES = 8 * 2**20
 RESULT_TTL_SECONDS = 3600
+# A short text's capture of every layer is also kept layer by layer (see layer_of_every): a layer
+# switch then copies one layer out of the cache, not all of them. Every bundled model has at most
+# 32 layers, so these entries hold the layers of as many captures as CAPTURE_CACHE_ENTRIES.
+LAYERS_PER_MODEL = 32
+LAYER_CACHE_ENTRIES = CAPTURE_CACHE_ENTRIES * LAYERS_PER_MODEL
 # A model folder a host is fixing is read again after this long.
 MODEL_SUMMARY_TTL_SECONDS = 30
 
@@ -101,6 +106,13 @@ def capture(
     through :func:`rollout`. Under the default masks that output is itself the reference, and is
     kept as such: the text's first mask toggle then runs the model once, not twice.
     """
+    return _captured(model_name, texts, layers, policy, effect)
+
+
+def _captured(
+    model_name: str, texts: tuple[str, ...], layers: tuple[int, ...], policy: MaskPolicy, effect: bool
+) -> Capture:
+    """:func:`capture`, not kept in the cache."""
     loaded = model(model_name)
     kept = reference(model_name, texts, policy) if effect else None
     captured, output = capture_and_output(
@@ -152,16 +164,50 @@ def _reference(
     return default_output(model(model_name), list(texts), default_policy)
 
 
+def layer_of_every(
+    model_name: str, texts: tuple[str, ...], policy: MaskPolicy, effect: bool, layer: int
+) -> Capture:
+    """Zero-based ``layer`` of the capture of every layer of ``texts`` (:func:`capture` of every
+    layer, with ``effect``), as a capture of that layer alone.
+
+    A cached result is copied out of the cache on every read: the capture of every layer of a
+    64-token text is 18 MB (SmolLM2), which took a layer switch 30–45 ms to copy, and this one layer
+    is 0.6 MB. :func:`rollout` with ``by_layer`` puts every layer here (and only here) when it
+    captures them.
+    """
+    return _layer_of_every(model_name, texts, policy, effect, layer)
+
+
+@st.cache_data(max_entries=LAYER_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def _layer_of_every(
+    model_name: str,
+    texts: tuple[str, ...],
+    policy: MaskPolicy,
+    effect: bool,
+    layer: int,
+    _every: Capture | None = None,
+) -> Capture:
+    """``_every`` (left out of the key): that capture of every layer, already at hand. Without it
+    (this layer's entry was evicted), the model runs once more and all its layers are kept again."""
+    if _every is None:
+        _every = _captured(model_name, texts, tuple(range(model(model_name).num_layers)), policy, effect)
+        for other in _every.layers:
+            if other != layer:
+                _layer_of_every(model_name, texts, policy, effect, other, _every=_every)
+    return _every.with_layers([layer])
+
+
 def rollout(
-    model_name: str, texts: tuple[str, ...], policy: MaskPolicy, effect: bool = False
+    model_name: str, texts: tuple[str, ...], policy: MaskPolicy, effect: bool = False, by_layer: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, OutputEffect | None]:
     """Attention rollout through every layer, ``(B, T, T)``, from the cached capture of every layer
     (the explorer's own, for a short text); where it can be non-zero through the layers' masks,
     ``(B, T, T)`` bool (:func:`attention_viz.rollout.rollout_reach`: what its picture greys is the
     rest); and with ``effect`` the output effect that the same forward measured (else None), its
-    label in the run's language: one forward serves all three.
+    label in the run's language: one forward serves all three. With ``by_layer`` (a short text:
+    small layers) the capture's layers are also kept one by one for :func:`layer_of_every`.
     """
-    rolled, reach, measured = _rollout(model_name, texts, policy, effect)
+    rolled, reach, measured = _rollout(model_name, texts, policy, effect, by_layer)
     if measured is not None:
         # Its label was written in the language of the run that captured it.
         default_policy = policy.model_default(model(model_name).decoder)
@@ -171,11 +217,15 @@ def rollout(
 
 @st.cache_data(max_entries=CAPTURE_CACHE_ENTRIES, ttl=RESULT_TTL_SECONDS, show_spinner=False)
 def _rollout(
-    model_name: str, texts: tuple[str, ...], policy: MaskPolicy, effect: bool
+    model_name: str, texts: tuple[str, ...], policy: MaskPolicy, effect: bool, by_layer: bool
 ) -> tuple[torch.Tensor, torch.Tensor, OutputEffect | None]:
-    # Kept apart from the capture, so a rerun copies only these out of the cache.
+    # Kept apart from the capture, so a rerun copies only these out of the cache. By layer, the
+    # capture is kept only in its layers (as many bytes as the whole: no copy of it is read whole).
     layers = tuple(range(model(model_name).num_layers))
-    everything = capture(model_name, texts, layers, policy, effect)
+    everything = (_captured if by_layer else capture)(model_name, texts, layers, policy, effect)
+    if by_layer:
+        for layer in layers:
+            _layer_of_every(model_name, texts, policy, effect, layer, _every=everything)
     rolled = attention_rollout([everything.layer(layer).weights for layer in layers])
     return rolled, rollout_reach([everything.mask_for(layer) for layer in layers]), everything.effect
 
