@@ -19,6 +19,7 @@ from attention_viz.hooks import AllLayersRecorded, LayerRecord, recording
 from attention_viz.i18n import _, ngettext
 from attention_viz.loading import LoadedModel
 from attention_viz.masks import to_additive
+from attention_viz.pickling import TensorsPickledAsArrays
 from attention_viz.policy import MaskPolicy, check_flag, check_prefix, check_whole_number, document_positions
 from attention_viz.settings import load_settings
 from attention_viz.threads import forward_threads
@@ -68,7 +69,7 @@ EFFECT_CHUNK_TENSORS = 6
 
 
 @dataclass(frozen=True)
-class LayerCapture:
+class LayerCapture(TensorsPickledAsArrays):
     """One layer's attention, with KV heads expanded to query heads.
 
     Attributes:
@@ -121,7 +122,7 @@ class LayerCapture:
 
 
 @dataclass(frozen=True)
-class Capture:
+class Capture(TensorsPickledAsArrays):
     """One real-model run under a mask policy.
 
     Attributes:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from attention_viz.pickling import TensorsPickledAsArrays
 from attention_viz.tokens import token_labels
 
 __all__ = ["OutputEffect", "measure_effect", "TOP_K"]
@@ -15,7 +16,7 @@ POSITIONS_PER_CHUNK = 256  # positions whose (B, t, V) log-probabilities are hel
 
 
 @dataclass(frozen=True)
-class OutputEffect:
+class OutputEffect(TensorsPickledAsArrays):
     """The output under the chosen policy, compared with the model's default policy.
 
     Decoder fields (None for an encoder):

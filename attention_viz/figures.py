@@ -336,12 +336,13 @@ def downsample_factor(length: int, max_side: int) -> int:
 
 
 def downsample(
-    values: np.ndarray, allowed: np.ndarray | None, max_side: int
+    values: np.ndarray, allowed: np.ndarray | None, max_side: int, pooled_allowed: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, int]:
     """Max-pool a matrix by an integer factor so neither side exceeds ``max_side``.
 
     Max (not mean) keeps a sharp attention peak visible after pooling; a pooled cell is masked
-    only if every cell in its block was masked.
+    only if every cell in its block was masked. ``pooled_allowed``, if given, is ``allowed``
+    already pooled (:func:`pool_mask`, once for a mask every panel of a grid shares).
 
     Shape: ``values`` and ``allowed`` are ``(Tq, Tk)``; returns ``(ceil(Tq/f), ceil(Tk/f))`` and ``f``.
     """
@@ -354,11 +355,20 @@ def downsample(
     finite = torch.from_numpy(values).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
     pooled = F.max_pool2d(finite[None, None], factor, ceil_mode=True)[0, 0].numpy()
     pooled[np.isneginf(pooled)] = np.nan
-    pooled_allowed = None
-    if allowed is not None:
-        blocks = torch.from_numpy(np.ascontiguousarray(allowed)).to(torch.float32)[None, None]
-        pooled_allowed = F.max_pool2d(blocks, factor, ceil_mode=True)[0, 0].numpy() > 0
+    if allowed is None:
+        pooled_allowed = None
+    elif pooled_allowed is None:
+        pooled_allowed = pool_mask(allowed, factor)
     return pooled, pooled_allowed, factor
+
+
+def pool_mask(allowed: np.ndarray, factor: int) -> np.ndarray:
+    """``allowed`` pooled as :func:`downsample` pools it: a block may attend if any of its cells may.
+
+    Shape: ``allowed`` is ``(Tq, Tk)``; returns ``(ceil(Tq/factor), ceil(Tk/factor))``.
+    """
+    blocks = torch.from_numpy(np.ascontiguousarray(allowed)).to(torch.float32)[None, None]
+    return F.max_pool2d(blocks, factor, ceil_mode=True)[0, 0].numpy() > 0
 
 
 def _colorbar_trace(value_range: ValueRange, font_size: int) -> dict:
@@ -389,11 +399,13 @@ def _image_traces(
     row_name: str,
     col_name: str,
     font_size: int,
+    pooled_allowed: np.ndarray | None = None,
 ) -> list[dict]:
-    """A large matrix as one PNG image, in token coordinates, optionally max-pooled."""
+    """A large matrix as one PNG image, in token coordinates, optionally max-pooled
+    (``pooled_allowed``: its mask already pooled, see :func:`downsample`)."""
     values, allowed, factor = scaled(panel.values, value_range), panel.allowed, 1
     if max_side is not None:
-        values, allowed, factor = downsample(values, allowed, max_side)
+        values, allowed, factor = downsample(values, allowed, max_side, pooled_allowed)
     offset = (factor - 1) / 2  # pixel centres sit in the middle of their token block
     rows, cols = _noun(row_name), _noun(col_name)
     where = f"{rows} %{{y:.0f}}<br>{cols} %{{x:.0f}}"
@@ -824,6 +836,11 @@ def head_grid(
     row_labels, col_labels = token_labels(query_tokens), token_labels(key_tokens)
     figure_traces: list = []
     annotations: list[dict] = []
+    # A mask every head shares is pooled once, not once per head (20 ms a head at 2048 tokens).
+    shared_pooled = None
+    factor = downsample_factor(max(matrices.shape[-2:]), max_side) if max_side is not None else 1
+    if image and factor > 1 and allowed is not None and allowed.ndim == 2 and revealed_rows is None:
+        shared_pooled = pool_mask(allowed.detach().cpu().numpy().astype(bool), factor)
     for head in range(heads):
         panel = _panel(
             matrices[head],
@@ -840,6 +857,7 @@ def head_grid(
                 "query",
                 "key",
                 style.font_size,
+                shared_pooled,
             )
         else:
             traces = _hover_traces(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 import sys
 
 import pytest
 import torch
 
 from attention_viz.attention import scaled_dot_product_attention
-from attention_viz.capture import capture, capture_and_output
+from attention_viz.capture import LayerCapture, capture, capture_and_output
 from attention_viz.errors import UserFacingError
 from attention_viz.loading import load_model
 from attention_viz.policy import MaskPolicy
@@ -240,3 +242,44 @@ def test_the_output_a_capture_under_default_masks_returns_is_the_models_own(mode
     assert output.shape == expected.shape
     assert (output - expected).abs()[real].max() <= 1e-4
     assert capture_and_output(loaded, TEXTS, policy=policy, effect=False)[1] is None
+
+
+def _same(before: object, after: object) -> None:
+    """``after`` holds exactly what ``before`` does: tensors of the same dtype, shape and values."""
+    if isinstance(before, torch.Tensor):
+        assert isinstance(after, torch.Tensor)
+        assert (after.dtype, after.shape) == (before.dtype, before.shape)
+        assert torch.equal(after, before)
+    elif dataclasses.is_dataclass(before):
+        assert type(after) is type(before)
+        for field in dataclasses.fields(before):
+            _same(getattr(before, field.name), getattr(after, field.name))
+    elif isinstance(before, dict):
+        assert before.keys() == after.keys()
+        for key in before:
+            _same(before[key], after[key])
+    else:
+        assert after == before
+
+
+@pytest.mark.parametrize(
+    ("model_name", "policy"),
+    [
+        ("smollm2", MaskPolicy(causal=False, padding_side="left")),
+        ("minilm", MaskPolicy(padding_mask=False)),
+    ],
+)
+def test_a_capture_pickles_its_tensors_as_numpy_arrays_and_comes_back_the_same(model_name, policy, request):
+    """The result cache pickles every capture it keeps and unpickles it on every read: its tensors
+    go as numpy arrays (far cheaper for torch's many small tensors), and come back as tensors equal
+    to the ones captured, dtype and shape too (bool masks, integer ids, float weights)."""
+    loaded = request.getfixturevalue(model_name)
+    result = capture(loaded, TEXTS, layers=[0, 1], policy=policy, effect=True)
+    assert result.effect is not None
+    pickled = pickle.dumps(result)
+    assert b"_rebuild_tensor" not in pickled  # no tensor went through torch.save
+    back = pickle.loads(pickled)
+    _same(result, back)
+    assert all(isinstance(layer, LayerCapture) for layer in back.layers.values())
+    # The one layer a layer switch copies out of the cache, alone.
+    _same(result.with_layers([1]), pickle.loads(pickle.dumps(result.with_layers([1]))))

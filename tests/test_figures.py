@@ -259,6 +259,26 @@ def test_downsampling_keeps_each_blocks_maximum_and_masks_only_fully_masked_bloc
             assert pooled_allowed[row, col] == mask_block.any()
 
 
+def test_a_grid_pools_the_mask_its_heads_share_once_and_draws_what_pooling_each_head_draws():
+    """A long grid's panels are max-pooled images. A mask every head shares is pooled once for
+    them all; the figure is exactly the one drawn from the same mask given head by head (each
+    pooled on its own), PNG for PNG."""
+    heads, length = 3, 700
+    generator = torch.Generator().manual_seed(2)
+    allowed = causal_mask(length)[0, 0] & (torch.rand(length, length, generator=generator) < 0.9)
+    weights = torch.softmax(torch.randn(heads, length, length, generator=generator), -1) * allowed
+    value_range = stage_range("weights", weights)
+    tokens = [f"t{i}" for i in range(length)]
+
+    def grid(mask: torch.Tensor):
+        return head_grid(weights, tokens, tokens, value_range, allowed=mask, columns=3, max_side=128)
+
+    shared, per_head = grid(allowed), grid(allowed.expand(heads, -1, -1))
+    sources = [trace.source for trace in shared.data if trace.type == "image"]
+    assert len(sources) == heads and len(set(sources)) == heads  # one pooled image per head
+    assert shared.to_json() == per_head.to_json()
+
+
 def test_the_app_draws_without_validation_what_plotly_validates(monkeypatch):
     """The app builds figures without plotly's validation (figure_of); the same figure built with
     it is the same JSON, so skipping it changes nothing that is drawn."""

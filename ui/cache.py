@@ -191,10 +191,23 @@ def _layer_of_every(
     (this layer's entry was evicted), the model runs once more and all its layers are kept again."""
     if _every is None:
         _every = _captured(model_name, texts, tuple(range(model(model_name).num_layers)), policy, effect)
-        for other in _every.layers:
-            if other != layer:
-                _layer_of_every(model_name, texts, policy, effect, other, _every=_every)
+        _keep_layers(model_name, texts, policy, effect, _every, but=layer)
     return _every.with_layers([layer])
+
+
+def _keep_layers(
+    model_name: str,
+    texts: tuple[str, ...],
+    policy: MaskPolicy,
+    effect: bool,
+    every: Capture,
+    but: int | None = None,
+) -> None:
+    """Keep each layer of ``every`` (a capture of every layer) as :func:`layer_of_every`'s entry,
+    but zero-based layer ``but`` (the one being kept by the call that is running)."""
+    for layer in every.layers:
+        if layer != but:
+            _layer_of_every(model_name, texts, policy, effect, layer, _every=every)
 
 
 def rollout(
@@ -224,8 +237,7 @@ def _rollout(
     layers = tuple(range(model(model_name).num_layers))
     everything = (_captured if by_layer else capture)(model_name, texts, layers, policy, effect)
     if by_layer:
-        for layer in layers:
-            _layer_of_every(model_name, texts, policy, effect, layer, _every=everything)
+        _keep_layers(model_name, texts, policy, effect, everything)
     rolled = attention_rollout([everything.layer(layer).weights for layer in layers])
     return rolled, rollout_reach([everything.mask_for(layer) for layer in layers]), everything.effect
 
