@@ -447,11 +447,15 @@ def test_captures_under_new_policies_match_eager_under_the_same_mask(
     eager = eager_attentions(
         loaded, input_ids=result.input_ids, attention_mask=additive, position_ids=result.position_ids
     )
-    for layer in (0, last):
+    # The layers between the two captured ones run transformers' SDPA under the same mask, whose
+    # rounding differs from eager's; 28 layers can carry that to a few 1e-5 in the last layer's
+    # weights on some CPUs (2.6e-5 seen on an AMD EPYC for prefix-3; with every layer captured the
+    # difference is exactly 0). A mask wrong in those layers moves the weights by far more.
+    for layer, tolerance in ((0, 1e-5), (last, 1e-4)):
         rows = real_rows(result, layer)
         assert rows.any()
         difference = (result.layers[layer].weights - eager[layer]).abs()[rows]
-        assert difference.max() <= 1e-5, f"{name}, layer {layer}: max |Δ| = {difference.max():.2e}"
+        assert difference.max() <= tolerance, f"{name}, layer {layer}: max |Δ| = {difference.max():.2e}"
 
 
 # --- packing parity: each packed document against the same text alone ------------------------
